@@ -58,11 +58,13 @@ func (b *memBudget) fits(guest, arena uint64) bool {
 // kernelFault is the panic value of a kernel or host function that refuses a guest's request;
 // wazero turns it into the error of the call.
 type kernelFault struct {
-	fn  string
-	msg string
+	fn    string
+	msg   string
+	cause error // for errors.Is, such as ErrOutputTooLarge
 }
 
 func (f *kernelFault) Error() string { return "extism:host/env." + f.fn + ": " + f.msg }
+func (f *kernelFault) Unwrap() error { return f.cause }
 
 func fault(fn, format string, args ...any) {
 	panic(&kernelFault{fn: fn, msg: fmt.Sprintf(format, args...)})
@@ -296,7 +298,8 @@ func (k *kernel) outputSet(h, n, limit uint64) {
 		return
 	}
 	if limit > 0 && n > limit {
-		panic(&kernelFault{fn: "output_set", msg: fmt.Sprintf("%v: %d bytes, over the limit of %d (limits.maxOutputBytes)", ErrOutputTooLarge, n, limit)})
+		panic(&kernelFault{fn: "output_set", cause: ErrOutputTooLarge,
+			msg: fmt.Sprintf("%v: %d bytes, over the limit of %d (limits.maxOutputBytes)", ErrOutputTooLarge, n, limit)})
 	}
 	k.span("output_set", h, n)
 	k.outHandle, k.outLen = h, n
