@@ -73,7 +73,7 @@ type Stats struct {
 
 	Created   uint64 // instances New returned without error
 	Destroyed uint64 // instances passed to Close
-	Hits      uint64 // Get calls served by an idle instance
+	Hits      uint64 // Get calls served by an idle or just-returned instance
 	Misses    uint64 // Get calls that called New, successfully or not
 	Timeouts  uint64 // Get calls that returned ErrSaturated
 }
