@@ -28,7 +28,8 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.
 .PHONY: manifests
 manifests: $(CONTROLLER_GEN) ## Generate the CRD and the RBAC roles from markers.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
-	$(CONTROLLER_GEN) rbac:roleName=wasm-operator-controller paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=wasm-operator-controller paths=./controllers output:rbac:artifacts:config=config/rbac/controller
+	$(CONTROLLER_GEN) rbac:roleName=wasm-operator-host paths=./controllers/host output:rbac:artifacts:config=config/rbac/host
 
 .PHONY: verify
 verify: ## Fail when code is unformatted, vet complains, or generated files are stale.

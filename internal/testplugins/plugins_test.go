@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -109,20 +108,6 @@ func TestGreet(t *testing.T) {
 	}
 }
 
-// sdkWasm returns the path of a plugin shipped in the Extism Go SDK module.
-func sdkWasm(t *testing.T, name string) string {
-	t.Helper()
-	out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/extism/go-sdk").Output()
-	if err != nil {
-		t.Skipf("locate the Extism Go SDK module: %v", err)
-	}
-	path := filepath.Join(strings.TrimSpace(string(out)), "wasm", name)
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("no %s in the Extism Go SDK module: %v", name, err)
-	}
-	return path
-}
-
 func TestCountVowels(t *testing.T) {
 	ours := newSDKPlugin(t, testplugins.Build(t, "count-vowels"), sdkOptions{})
 	want := []struct{ input, output string }{
@@ -138,7 +123,7 @@ func TestCountVowels(t *testing.T) {
 	}
 
 	// Side by side with the plugin the Extism Go SDK tests with.
-	theirs := newSDKPlugin(t, sdkWasm(t, "count_vowels.wasm"), sdkOptions{})
+	theirs := newSDKPlugin(t, testplugins.SDKWasm(t, "count_vowels.wasm"), sdkOptions{})
 	fresh := newSDKPlugin(t, testplugins.Build(t, "count-vowels"), sdkOptions{})
 	for _, input := range []string{"aaa", "bbba", "benjamin", "", "AEIOU xyz"} {
 		got := call(t, fresh, "count_vowels", input)

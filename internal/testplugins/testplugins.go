@@ -245,3 +245,28 @@ func upToDate(out, root, src string) (bool, error) {
 func goTool() (string, error) {
 	return exec.LookPath("go")
 }
+
+// SDKWasm returns the path of a module shipped in the wasm/ folder of the Extism Go SDK module, the
+// conformance corpus: real plugins built by others with real PDKs. The module is in the module cache
+// because go.mod requires the SDK for the side-by-side tests.
+func SDKWasm(tb testing.TB, name string) string {
+	tb.Helper()
+	sdkDirOnce.Do(func() {
+		out, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/extism/go-sdk").Output()
+		sdkDir, sdkDirErr = strings.TrimSpace(string(out)), err
+	})
+	if sdkDirErr != nil {
+		tb.Fatalf("locate the Extism Go SDK module (run go mod download): %v", sdkDirErr)
+	}
+	path := filepath.Join(sdkDir, "wasm", name)
+	if _, err := os.Stat(path); err != nil {
+		tb.Fatalf("no %s in the Extism Go SDK module: %v", name, err)
+	}
+	return path
+}
+
+var (
+	sdkDirOnce sync.Once
+	sdkDir     string
+	sdkDirErr  error
+)

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/api/resource"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/controllers"
+	"github.com/wasm-operator/wasm-operator/internal/source"
+	"github.com/wasm-operator/wasm-operator/internal/store"
+	"github.com/wasm-operator/wasm-operator/runtime"
+)
+
+func init() {
+	commands["controller"] = command{summary: "run the cluster-wide WasmPlugin reconciler", run: runController}
+}
+
+// newScheme holds the built-in types and the WasmPlugin API.
+func newScheme() *k8sruntime.Scheme {
+	s := k8sruntime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := wasmv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// operatorNamespace is the namespace the process runs in ($POD_NAMESPACE in the chart), where host Leases
+// and the leader election Lease live.
+func operatorNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "wasm-operator-system"
+}
+
+// quantityFlag is a flag holding a byte size written as a Kubernetes quantity (256Mi, 10Gi).
+type quantityFlag struct{ v *int64 }
+
+func (q quantityFlag) String() string {
+	if q.v == nil {
+		return ""
+	}
+	return resource.NewQuantity(*q.v, resource.BinarySI).String()
+}
+
+func (q quantityFlag) Set(s string) error {
+	v, err := resource.ParseQuantity(s)
+	if err != nil {
+		return fmt.Errorf("not a size such as 256Mi: %w", err)
+	}
+	*q.v = v.Value()
+	return nil
+}
+
+func runController(args []string) int {
+	fs := flag.NewFlagSet("manager controller", flag.ContinueOnError)
+	var (
+		cacheDir      = fs.String("cache-dir", "/var/cache/wasm-operator", "root of the shared module cache (a ReadWriteMany volume shared with the hosts)")
+		namespace     = fs.String("namespace", operatorNamespace(), "namespace of the host Leases and the leader election Lease (default $POD_NAMESPACE)")
+		metricsAddr   = fs.String("metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
+		probeAddr     = fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+		leaderElect   = fs.Bool("leader-elect", true, "elect one active controller among replicas")
+		workers       = fs.Int("concurrency", 4, "WasmPlugins reconciled at once")
+		gcInterval    = fs.Duration("gc-interval", 10*time.Minute, "how often unreferenced modules are collected from the cache")
+		gcGrace       = fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced module stays in the cache")
+		qps           = fs.Float64("kube-api-qps", 50, "queries per second to the API server")
+		burst         = fs.Int("kube-api-burst", 100, "burst of queries to the API server")
+		maxModule     = source.DefaultMaxBytes
+		cacheMaxBytes int64
+	)
+	fs.Var(quantityFlag{&maxModule}, "max-module-size", "largest module fetched (default 256Mi)")
+	fs.Var(quantityFlag{&cacheMaxBytes}, "cache-max-size", "cap of the module cache, least recently used unreferenced modules evicted first (default: no cap)")
+	zopts := zap.Options{}
+	zopts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := zap.New(zap.UseFlagOptions(&zopts))
+	ctrl.SetLogger(log)
+	if err := controllerMain(ctrl.SetupSignalHandler(), log, controllerOptions{
+		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, probeAddr: *probeAddr,
+		leaderElect: *leaderElect, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
+		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes,
+	}); err != nil {
+		log.Error(err, "controller stopped")
+		return 1
+	}
+	return 0
+}
+
+type controllerOptions struct {
+	cacheDir, namespace, metricsAddr, probeAddr string
+	leaderElect                                 bool
+	workers                                     int
+	gcInterval, gcGrace                         time.Duration
+	qps                                         float32
+	burst                                       int
+	maxModule, cacheMax                         int64
+}
+
+func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) error {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("find the API server (set KUBECONFIG or run in a cluster): %w", err)
+	}
+	cfg.QPS, cfg.Burst = o.qps, o.burst
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        newScheme(),
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		HealthProbeBindAddress:        o.probeAddr,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "wasm-operator-controller",
+		LeaderElectionNamespace:       o.namespace,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	st, err := store.Open(o.cacheDir, store.Options{Registerer: metrics.Registry})
+	if err != nil {
+		return fmt.Errorf("open the module cache: %w", err)
+	}
+	fm, err := source.NewMetrics(metrics.Registry)
+	if err != nil {
+		return fmt.Errorf("register fetch metrics: %w", err)
+	}
+	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: o.cacheDir})
+	if err != nil {
+		return fmt.Errorf("start the wasm engine: %w", err)
+	}
+	defer eng.Close(context.Background())
+	r := &controllers.WasmPluginReconciler{
+		Client:                  mgr.GetClient(),
+		Recorder:                mgr.GetEventRecorder("wasm-operator-controller"),
+		Fetcher:                 &source.Fetcher{Metrics: fm},
+		Store:                   st,
+		Engine:                  eng,
+		HostNamespace:           o.namespace,
+		MaxModuleBytes:          o.maxModule,
+		MaxConcurrentReconciles: o.workers,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if err := mgr.Add(&controllers.StoreGC{Reconciler: r, Interval: o.gcInterval, Grace: o.gcGrace, MaxBytes: o.cacheMax}); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("starting controller", "cacheDir", o.cacheDir, "namespace", o.namespace, "leaderElect", o.leaderElect)
+	return mgr.Start(ctx)
+}

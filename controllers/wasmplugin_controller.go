@@ -1,0 +1,704 @@
+package controllers
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/source"
+	"github.com/wasm-operator/wasm-operator/internal/store"
+	"github.com/wasm-operator/wasm-operator/runtime"
+)
+
+// +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmplugins,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmplugins/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmplugins/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch;create;update;patch
+
+// Labels and names of the node hosts' Leases.
+const (
+	// HostLeasePrefix starts the name of each host's Lease: wasm-host-<node>.
+	HostLeasePrefix = "wasm-host-"
+	// HostLeaseLabel marks host Leases, so the controller lists only those.
+	HostLeaseLabel = "wasm-operator.dev/host"
+)
+
+// Index keys of the field indexes the reconciler registers.
+const (
+	indexConfigMap = "spec.source.configMap.name"
+	indexSecret    = "spec.source.secrets"
+)
+
+// WasmPluginReconciler brings each WasmPlugin's module to a stored, validated artifact and computes its
+// status from that and from what the node hosts report.
+type WasmPluginReconciler struct {
+	client.Client
+	// Recorder emits Events on WasmPlugins.
+	Recorder events.EventRecorder
+	// Fetcher fetches modules from http, oci and configMap sources.
+	Fetcher *source.Fetcher
+	// Store is the module store on the shared cache.
+	Store *store.Store
+	// Engine compiles modules to validate them, filling the shared compiled cache for the hosts.
+	Engine *runtime.Engine
+	// HostNamespace is where the node hosts keep their Leases (the operator's namespace).
+	HostNamespace string
+	// MaxModuleBytes caps a fetched module; 0 means source.DefaultMaxBytes.
+	MaxModuleBytes int64
+	// MaxConcurrentReconciles bounds parallel reconciles; 0 means 4.
+	MaxConcurrentReconciles int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+
+	fetches fetchCache
+	modules moduleCache
+}
+
+// SetupWithManager registers the reconciler, its indexes and its watches.
+func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	ctx := context.Background()
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &wasmv1.WasmPlugin{}, indexConfigMap, func(o client.Object) []string {
+		if cm := o.(*wasmv1.WasmPlugin).Spec.Source.ConfigMap; cm != nil {
+			return []string{cm.Name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index configMap sources: %w", err)
+	}
+	if err := idx.IndexField(ctx, &wasmv1.WasmPlugin{}, indexSecret, func(o client.Object) []string {
+		src := o.(*wasmv1.WasmPlugin).Spec.Source
+		switch {
+		case src.HTTP != nil && src.HTTP.SecretRef != nil:
+			return []string{src.HTTP.SecretRef.Name}
+		case src.OCI != nil && src.OCI.PullSecretRef != nil:
+			return []string{src.OCI.PullSecretRef.Name}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("index secret references: %w", err)
+	}
+	workers := r.MaxConcurrentReconciles
+	if workers == 0 {
+		workers = 4
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&wasmv1.WasmPlugin{}).
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexConfigMap))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexSecret))).
+		// Hosts renew their Leases every few seconds; only a host appearing, going or changing holder
+		// changes the target set. Expiry is caught by the requeue ComputeStatus asks for.
+		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.all),
+			builder.WithPredicates(hostLeases(r.HostNamespace))).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.all),
+			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
+		Complete(r)
+}
+
+func (r *WasmPluginReconciler) referencing(index string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list wasmv1.WasmPluginList
+		if err := r.List(ctx, &list, client.InNamespace(o.GetNamespace()),
+			client.MatchingFields{index: o.GetName()}); err != nil {
+			return nil
+		}
+		return requests(list.Items)
+	}
+}
+
+func (r *WasmPluginReconciler) all(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list wasmv1.WasmPluginList
+	if err := r.List(ctx, &list); err != nil {
+		return nil
+	}
+	return requests(list.Items)
+}
+
+func requests(items []wasmv1.WasmPlugin) []reconcile.Request {
+	out := make([]reconcile.Request, len(items))
+	for i := range items {
+		out[i].NamespacedName = client.ObjectKeyFromObject(&items[i])
+	}
+	return out
+}
+
+func (r *WasmPluginReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Reconcile handles one WasmPlugin: deletion, finalizer, suspension, then the source steps (fetch, verify,
+// store, validate) and the status.
+func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	log := ctrl.LoggerFrom(ctx)
+	obj := &wasmv1.WasmPlugin{}
+	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !obj.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.finalize(ctx, obj)
+	}
+	if !controllerutil.ContainsFinalizer(obj, wasmv1.WasmPluginFinalizer) {
+		patch := client.MergeFrom(obj.DeepCopy())
+		controllerutil.AddFinalizer(obj, wasmv1.WasmPluginFinalizer)
+		if err := r.Patch(ctx, obj, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+	}
+
+	before := obj.DeepCopy()
+	o, refreshIn := r.reconcileSource(ctx, obj)
+	hosts, expiresIn, err := r.liveHosts(ctx)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	ComputeStatus(obj, o, hosts, r.now())
+	if err := r.patchStatus(ctx, before, obj); err != nil {
+		return ctrl.Result{}, err
+	}
+	r.emitEvents(before, obj, o)
+
+	if o.Transient != nil {
+		log.V(1).Info("fetch failed, retrying with backoff", "error", o.Transient.Error())
+		// Returned for the controller's exponential backoff; the status already says it.
+		return ctrl.Result{}, o.Transient
+	}
+	return ctrl.Result{RequeueAfter: minPositive(refreshIn, expiresIn)}, nil
+}
+
+// reconcileSource runs the source steps unless the plugin is suspended. It returns the outcome and when the
+// source is next due for a refresh (0: never).
+func (r *WasmPluginReconciler) reconcileSource(ctx context.Context, obj *wasmv1.WasmPlugin) (outcome, time.Duration) {
+	if obj.Spec.Suspend {
+		st := obj.Status
+		valid := st.Artifact != nil && st.ObservedGeneration == obj.Generation &&
+			!conditionTrue(st.Conditions, wasmv1.ConditionStalled)
+		return outcome{Valid: valid, Suspended: true}, 0
+	}
+	art, refreshIn, err := r.resolve(ctx, obj)
+	if err == nil {
+		err = r.validate(ctx, obj, art)
+	}
+	var se *stallError
+	switch {
+	case err == nil:
+		return outcome{Valid: true}, refreshIn
+	case errors.As(err, &se):
+		return outcome{Stall: se}, refreshIn
+	default:
+		return outcome{Transient: err}, 0
+	}
+}
+
+// resolved is a module found by the source steps: stored, with its identity.
+type resolved struct {
+	Digest string
+	Size   int64
+	Source string
+}
+
+// resolve finds the module the spec points at and makes sure it is stored. It fetches only when needed: a
+// pinned module already stored, or a source fetched by any plugin less than refreshInterval ago, is reused,
+// so plugins sharing a module cause one fetch.
+func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlugin) (resolved, time.Duration, error) {
+	spec := &obj.Spec
+	if spec.Source.ConfigMap != nil {
+		return r.resolveConfigMap(ctx, obj)
+	}
+	interval := spec.GetRefreshInterval()
+	key, opts, err := r.sourceKey(ctx, obj)
+	if err != nil {
+		return resolved{}, 0, err
+	}
+	if spec.SHA256 != "" {
+		pin := "sha256:" + spec.SHA256
+		if e, err := r.Store.Stat(pin); err == nil {
+			// Content is fixed by the pin: no refresh is ever needed.
+			return resolved{Digest: pin, Size: e.Size, Source: r.fetches.sourceOf(key, obj)}, 0, nil
+		}
+	}
+	now := r.now()
+	res, err := r.fetches.do(key, now, interval, func() (resolved, error) {
+		return r.fetch(ctx, obj, opts)
+	})
+	if err != nil {
+		return resolved{}, 0, err
+	}
+	if ok, _ := r.Store.Has(res.Digest); !ok {
+		// Removed from the cache since (GC, a host found it corrupt): fetch again now.
+		r.fetches.forget(key)
+		if res, err = r.fetches.do(key, now, interval, func() (resolved, error) { return r.fetch(ctx, obj, opts) }); err != nil {
+			return resolved{}, 0, err
+		}
+	}
+	if err := source.CheckDigest(spec.SHA256, res.Digest); err != nil {
+		return resolved{}, 0, classifyFetch(err)
+	}
+	if spec.SHA256 != "" {
+		return res, 0, nil
+	}
+	return res, r.fetches.dueIn(key, now, interval), nil
+}
+
+// fetchOptions carries the credentials read from a referenced Secret.
+type fetchOptions struct {
+	http source.HTTPOptions
+	oci  source.OCIOptions
+}
+
+// sourceKey identifies a fetch: the source, its credentials' Secret and that Secret's version, so plugins
+// with the same source share one fetch and a changed Secret causes a new one.
+func (r *WasmPluginReconciler) sourceKey(ctx context.Context, obj *wasmv1.WasmPlugin) (string, fetchOptions, error) {
+	src := obj.Spec.Source
+	opts := fetchOptions{
+		http: source.HTTPOptions{MaxBytes: r.MaxModuleBytes},
+		oci:  source.OCIOptions{MaxBytes: r.MaxModuleBytes},
+	}
+	switch {
+	case src.HTTP != nil:
+		key := "http " + src.HTTP.URL
+		if src.HTTP.SecretRef == nil {
+			return key, opts, nil
+		}
+		sec, err := r.secret(ctx, obj.Namespace, src.HTTP.SecretRef.Name)
+		if err != nil {
+			return "", opts, err
+		}
+		opts.http.BearerToken = strings.TrimSpace(string(sec.Data["token"]))
+		opts.http.CAPEM = sec.Data["ca.crt"]
+		if opts.http.Headers, err = parseHeaders(sec.Data["headers"]); err != nil {
+			return "", opts, stall(wasmv1.ReasonInvalidModule, "secret %s/%s key headers: %w", obj.Namespace, sec.Name, err)
+		}
+		return key + " secret " + obj.Namespace + "/" + sec.Name + "@" + sec.ResourceVersion, opts, nil
+	case src.OCI != nil:
+		key := fmt.Sprintf("oci %s insecure=%t", src.OCI.Image, src.OCI.Insecure)
+		opts.oci.Insecure = src.OCI.Insecure
+		if src.OCI.PullSecretRef == nil {
+			return key, opts, nil
+		}
+		sec, err := r.secret(ctx, obj.Namespace, src.OCI.PullSecretRef.Name)
+		if err != nil {
+			return "", opts, err
+		}
+		opts.oci.DockerConfigJSON = sec.Data[corev1.DockerConfigJsonKey]
+		if len(opts.oci.DockerConfigJSON) == 0 {
+			return "", opts, stall(wasmv1.ReasonUnauthorized,
+				"pull secret %s/%s has no %s key: create it with kubectl create secret docker-registry",
+				obj.Namespace, sec.Name, corev1.DockerConfigJsonKey)
+		}
+		return key + " secret " + obj.Namespace + "/" + sec.Name + "@" + sec.ResourceVersion, opts, nil
+	}
+	return "", opts, stall(wasmv1.ReasonSourceNotFound, "spec.source sets no source: set one of http, oci or configMap")
+}
+
+func (r *WasmPluginReconciler) secret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
+	var sec corev1.Secret
+	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &sec)
+	if apierrors.IsNotFound(err) {
+		return nil, stall(wasmv1.ReasonSourceNotFound, "secret %s/%s does not exist: create it or fix the reference", ns, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read secret %s/%s: %w", ns, name, err)
+	}
+	return &sec, nil
+}
+
+// parseHeaders reads "Name: value" lines.
+func parseHeaders(b []byte) (map[string]string, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	h := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" {
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(name) == "" {
+			return nil, fmt.Errorf("line %q is not \"Name: value\"", line)
+		}
+		h[strings.TrimSpace(name)] = strings.TrimSpace(value)
+	}
+	return h, nil
+}
+
+// fetch downloads the module and stores it.
+func (r *WasmPluginReconciler) fetch(ctx context.Context, obj *wasmv1.WasmPlugin, opts fetchOptions) (resolved, error) {
+	var (
+		art *source.Artifact
+		err error
+	)
+	if h := obj.Spec.Source.HTTP; h != nil {
+		art, err = r.Fetcher.HTTP(ctx, h.URL, opts.http)
+	} else {
+		art, err = r.Fetcher.OCI(ctx, obj.Spec.Source.OCI.Image, opts.oci)
+	}
+	if err != nil {
+		return resolved{}, classifyFetch(err)
+	}
+	return r.put(art)
+}
+
+func (r *WasmPluginReconciler) put(art *source.Artifact) (resolved, error) {
+	e, err := r.Store.Put(art.Data)
+	if err != nil {
+		return resolved{}, fmt.Errorf("store module: %w", err)
+	}
+	return resolved{Digest: e.Digest, Size: e.Size, Source: art.Source}, nil
+}
+
+func (r *WasmPluginReconciler) resolveConfigMap(ctx context.Context, obj *wasmv1.WasmPlugin) (resolved, time.Duration, error) {
+	ref := obj.Spec.Source.ConfigMap
+	var cm corev1.ConfigMap
+	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: ref.Name}, &cm)
+	if apierrors.IsNotFound(err) {
+		return resolved{}, 0, stall(wasmv1.ReasonSourceNotFound,
+			"configmap %s/%s does not exist: create it with the module under binaryData key %q", obj.Namespace, ref.Name, ref.Key)
+	}
+	if err != nil {
+		return resolved{}, 0, fmt.Errorf("read configmap %s/%s: %w", obj.Namespace, ref.Name, err)
+	}
+	art, err := r.Fetcher.ConfigMap(obj.Namespace+"/"+ref.Name, cm.BinaryData, cm.Data, ref.Key)
+	if err != nil {
+		return resolved{}, 0, classifyFetch(err)
+	}
+	if err := source.CheckDigest(obj.Spec.SHA256, art.Digest); err != nil {
+		return resolved{}, 0, classifyFetch(err)
+	}
+	res, err := r.put(art)
+	return res, 0, err
+}
+
+// validate compiles the module (once per digest), checks it against the plugin's permissions and limits,
+// and on success makes it the plugin's artifact.
+func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlugin, res resolved) error {
+	mod, err := r.modules.get(ctx, res.Digest, r.Engine, r.Store)
+	if err != nil {
+		if errors.Is(err, runtime.ErrInvalidModule) || errors.Is(err, store.ErrCorrupt) {
+			return stall(wasmv1.ReasonInvalidModule, "module %s: %w", ShortDigest(res.Digest), err)
+		}
+		return err
+	}
+	cfg := PluginConfig(obj, ctrl.LoggerFrom(ctx))
+	if err := mod.Check(cfg.Permissions, cfg.Limits); err != nil {
+		se := classifyModule(err)
+		if se.Reason == wasmv1.ReasonPermissionDenied {
+			se.Err = fmt.Errorf("module %s: %w; grant it in spec.permissions or use a module that does not import it", ShortDigest(res.Digest), err)
+		} else {
+			se.Err = fmt.Errorf("module %s: %w", ShortDigest(res.Digest), err)
+		}
+		return se
+	}
+	st := &obj.Status
+	if st.Artifact == nil || st.Artifact.Digest != res.Digest {
+		now := metav1.NewTime(r.now())
+		path, _ := store.RelPath(res.Digest)
+		st.Artifact = &wasmv1.Artifact{Digest: res.Digest, ShortDigest: ShortDigest(res.Digest), Size: res.Size,
+			Path: path, Source: res.Source, LastUpdateTime: &now}
+	} else if res.Source != "" {
+		st.Artifact.Source = res.Source
+	}
+	info := mod.Info()
+	st.Module = &wasmv1.ModuleInfo{Exports: info.Exports, Imports: info.Imports, WASI: info.WASI, ABI: info.ABI}
+	return nil
+}
+
+// liveHosts lists the hosts whose Lease has not expired, with their Node's labels, and says when the first
+// of those Leases expires, so the status is recomputed then.
+func (r *WasmPluginReconciler) liveHosts(ctx context.Context) ([]Host, time.Duration, error) {
+	var leases coordinationv1.LeaseList
+	if err := r.List(ctx, &leases, client.InNamespace(r.HostNamespace), client.HasLabels{HostLeaseLabel}); err != nil {
+		return nil, 0, fmt.Errorf("list host leases: %w", err)
+	}
+	now := r.now()
+	var (
+		hosts []Host
+		first time.Duration
+	)
+	for i := range leases.Items {
+		l := &leases.Items[i]
+		left, ok := leaseLeft(l, now)
+		if !ok {
+			continue
+		}
+		if first == 0 || left < first {
+			first = left
+		}
+		node := strings.TrimPrefix(l.Name, HostLeasePrefix)
+		h := Host{Node: node}
+		var n corev1.Node
+		if err := r.Get(ctx, types.NamespacedName{Name: node}, &n); err == nil {
+			h.Labels = n.Labels
+		} else if !apierrors.IsNotFound(err) {
+			return nil, 0, fmt.Errorf("read node %s: %w", node, err)
+		}
+		hosts = append(hosts, h)
+	}
+	if first > 0 {
+		first += time.Second // past the expiry, not at it
+	}
+	return hosts, first, nil
+}
+
+// leaseLeft says how long a Lease stays valid, and whether it is valid now.
+func leaseLeft(l *coordinationv1.Lease, now time.Time) (time.Duration, bool) {
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || l.Spec.RenewTime == nil ||
+		l.Spec.LeaseDurationSeconds == nil {
+		return 0, false
+	}
+	expires := l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)
+	left := expires.Sub(now)
+	return left, left > 0
+}
+
+// patchStatus writes the status if it changed. Removing entries of hosts that are gone uses an optimistic
+// lock, so an entry a host writes at the same moment is not lost.
+func (r *WasmPluginReconciler) patchStatus(ctx context.Context, before, obj *wasmv1.WasmPlugin) error {
+	if equality.Semantic.DeepEqual(before.Status, obj.Status) {
+		return nil
+	}
+	var patch client.Patch = client.MergeFrom(before)
+	if len(obj.Status.Nodes) != len(before.Status.Nodes) {
+		patch = client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
+	}
+	if err := r.Status().Patch(ctx, obj, patch); err != nil {
+		return fmt.Errorf("patch status: %w", err)
+	}
+	return nil
+}
+
+func (r *WasmPluginReconciler) emitEvents(before, obj *wasmv1.WasmPlugin, o outcome) {
+	if r.Recorder == nil {
+		return
+	}
+	old, now := before.Status.Artifact, obj.Status.Artifact
+	if now != nil && (old == nil || old.Digest != now.Digest) {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, "ArtifactReady", "Validate",
+			"module %s (%d bytes) stored and validated from %s", now.Digest, now.Size, now.Source)
+	}
+	if o.Stall != nil && !conditionTrue(before.Status.Conditions, wasmv1.ConditionStalled) {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, o.Stall.Reason, "Validate", "%s", o.Stall.Error())
+	}
+	if o.Transient != nil && !conditionTrue(before.Status.Conditions, wasmv1.ConditionFetchFailed) {
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, wasmv1.ReasonFetchFailed, "Fetch", "%s", o.Transient.Error())
+	}
+}
+
+// finalize removes the finalizer. The artifact needs no other cleanup: the store's GC finds it unreferenced
+// once no WasmPlugin names it and removes it after its grace period.
+func (r *WasmPluginReconciler) finalize(ctx context.Context, obj *wasmv1.WasmPlugin) error {
+	if !controllerutil.ContainsFinalizer(obj, wasmv1.WasmPluginFinalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(obj.DeepCopy())
+	controllerutil.RemoveFinalizer(obj, wasmv1.WasmPluginFinalizer)
+	if err := r.Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove finalizer: %w", err)
+	}
+	ctrl.LoggerFrom(ctx).V(1).Info("released", "plugin", klog.KObj(obj))
+	return nil
+}
+
+func conditionTrue(conds []metav1.Condition, typ string) bool {
+	for _, c := range conds {
+		if c.Type == typ {
+			return c.Status == metav1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func minPositive(a, b time.Duration) time.Duration {
+	switch {
+	case a <= 0:
+		return b
+	case b <= 0:
+		return a
+	case a < b:
+		return a
+	}
+	return b
+}
+
+// fetchCache remembers what each source resolved to, so plugins sharing a source cause one fetch per
+// refresh interval, and concurrent reconciles of them wait for the one fetch in flight.
+type fetchCache struct {
+	mu      sync.Mutex
+	entries map[string]*fetchEntry
+}
+
+type fetchEntry struct {
+	done    chan struct{}
+	res     resolved
+	err     error
+	fetched time.Time
+}
+
+func (c *fetchCache) do(key string, now time.Time, interval time.Duration, fetch func() (resolved, error)) (resolved, error) {
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = map[string]*fetchEntry{}
+	}
+	e, ok := c.entries[key]
+	if ok {
+		c.mu.Unlock()
+		<-e.done
+		if e.err == nil && (interval == 0 || now.Sub(e.fetched) < interval) {
+			return e.res, nil
+		}
+		c.mu.Lock()
+		if c.entries[key] == e {
+			delete(c.entries, key)
+		}
+		if e2, ok := c.entries[key]; ok {
+			// Another reconcile started a fresh fetch meanwhile: share it.
+			c.mu.Unlock()
+			<-e2.done
+			return e2.res, e2.err
+		}
+	}
+	e = &fetchEntry{done: make(chan struct{}), fetched: now}
+	c.entries[key] = e
+	c.mu.Unlock()
+	e.res, e.err = fetch()
+	close(e.done)
+	return e.res, e.err
+}
+
+func (c *fetchCache) forget(key string) {
+	c.mu.Lock()
+	delete(c.entries, key)
+	c.mu.Unlock()
+}
+
+// dueIn says how long until key needs fetching again (0: never).
+func (c *fetchCache) dueIn(key string, now time.Time, interval time.Duration) time.Duration {
+	if interval == 0 {
+		return 0
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.entries[key]; ok {
+		if left := e.fetched.Add(interval).Sub(now); left > 0 {
+			return left
+		}
+	}
+	return time.Second
+}
+
+// sourceOf is the resolved source recorded for key, or the spec's own description of it.
+func (c *fetchCache) sourceOf(key string, obj *wasmv1.WasmPlugin) string {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok {
+		select {
+		case <-e.done:
+			if e.err == nil {
+				return e.res.Source
+			}
+		default:
+		}
+	}
+	if obj.Status.Artifact != nil {
+		return obj.Status.Artifact.Source
+	}
+	if h := obj.Spec.Source.HTTP; h != nil {
+		return h.URL
+	}
+	return obj.Spec.Source.OCI.Image
+}
+
+// moduleCache keeps one compiled module per digest, so validating many plugins of one module compiles it
+// once.
+type moduleCache struct {
+	mu      sync.Mutex
+	modules map[string]*runtime.Module
+}
+
+func (c *moduleCache) get(ctx context.Context, digest string, eng *runtime.Engine, st *store.Store) (*runtime.Module, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.modules[digest]; ok {
+		return m, nil
+	}
+	data, err := st.Get(digest)
+	if err != nil {
+		return nil, fmt.Errorf("read module %s: %w", digest, err)
+	}
+	m, err := eng.Compile(ctx, data)
+	if err != nil {
+		return nil, fmt.Errorf("compile: %w", err)
+	}
+	if c.modules == nil {
+		c.modules = map[string]*runtime.Module{}
+	}
+	c.modules[digest] = m
+	return m, nil
+}
+
+// release closes the modules whose digest keep does not hold.
+func (c *moduleCache) release(ctx context.Context, keep map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for d, m := range c.modules {
+		if !keep[d] {
+			_ = m.Close(ctx)
+			delete(c.modules, d)
+		}
+	}
+}
+
+// hostLeases passes events of host Leases in ns that matter to the target set: a host appearing, going, or
+// changing holder. Renewals are left out.
+func hostLeases(ns string) predicate.Predicate {
+	isHost := func(o client.Object) bool {
+		_, ok := o.GetLabels()[HostLeaseLabel]
+		return ok && o.GetNamespace() == ns
+	}
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return isHost(e.Object) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return isHost(e.Object) },
+		GenericFunc: func(e event.GenericEvent) bool { return false },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			if !isHost(e.ObjectNew) {
+				return false
+			}
+			o, n := e.ObjectOld.(*coordinationv1.Lease), e.ObjectNew.(*coordinationv1.Lease)
+			return !equality.Semantic.DeepEqual(o.Spec.HolderIdentity, n.Spec.HolderIdentity) ||
+				!equality.Semantic.DeepEqual(o.Spec.LeaseDurationSeconds, n.Spec.LeaseDurationSeconds)
+		},
+	}
+}

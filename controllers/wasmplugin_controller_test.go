@@ -1,0 +1,510 @@
+package controllers
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/source"
+	"github.com/wasm-operator/wasm-operator/internal/store"
+	"github.com/wasm-operator/wasm-operator/internal/testplugins"
+)
+
+const wait = 30 * time.Second
+
+func module(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(testplugins.Build(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func digestOf(b []byte) string {
+	sum := sha256.Sum256(b)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// moduleServer serves files by path and counts the requests for each.
+type moduleServer struct {
+	*httptest.Server
+	files    map[string][]byte
+	requests map[string]*atomic.Int64
+	fail     map[string]*atomic.Int64 // path -> number of 500 answers still to give
+}
+
+func newModuleServer(t *testing.T, files map[string][]byte) *moduleServer {
+	s := &moduleServer{files: files, requests: map[string]*atomic.Int64{}, fail: map[string]*atomic.Int64{}}
+	for p := range files {
+		s.requests[p] = &atomic.Int64{}
+		s.fail[p] = &atomic.Int64{}
+	}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, ok := s.files[r.URL.Path]
+		if !ok {
+			http.NotFound(w, r)
+			return
+		}
+		s.requests[r.URL.Path].Add(1)
+		if s.fail[r.URL.Path].Add(-1) >= 0 {
+			http.Error(w, "try later", http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func newPlugin(t *testing.T, name string, spec wasmv1.WasmPluginSpec) *wasmv1.WasmPlugin {
+	t.Helper()
+	p := &wasmv1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Spec: spec}
+	if err := k8s.Create(context.Background(), p); err != nil {
+		t.Fatalf("create %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), p) })
+	return p
+}
+
+func httpSpec(url string) wasmv1.WasmPluginSpec {
+	return wasmv1.WasmPluginSpec{Source: wasmv1.Source{HTTP: &wasmv1.HTTPSource{URL: url}}}
+}
+
+func get(t *testing.T, name string) *wasmv1.WasmPlugin {
+	t.Helper()
+	var p wasmv1.WasmPlugin
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: "default", Name: name}, &p); err != nil {
+		t.Fatalf("get %s: %v", name, err)
+	}
+	return &p
+}
+
+// waitFor waits until the plugin's Ready condition has the reason given and its generation is observed
+// when observed is true, and returns the plugin.
+func waitFor(t *testing.T, name, reason string) *wasmv1.WasmPlugin {
+	t.Helper()
+	var p *wasmv1.WasmPlugin
+	eventually(t, wait, func() (bool, string) {
+		p = get(t, name)
+		c := meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionReady)
+		if c == nil {
+			return false, "no Ready condition"
+		}
+		return c.Reason == reason && c.ObservedGeneration == p.Generation,
+			fmt.Sprintf("Ready=%s reason %s (want %s): %s", c.Status, c.Reason, reason, c.Message)
+	})
+	return p
+}
+
+func readyMessage(p *wasmv1.WasmPlugin) string {
+	return meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionReady).Message
+}
+
+func kstatus(t *testing.T, p *wasmv1.WasmPlugin) status.Status {
+	t.Helper()
+	m, err := k8sruntime.DefaultUnstructuredConverter.ToUnstructured(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := status.Compute(&unstructured.Unstructured{Object: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Status
+}
+
+// TestSources brings a plugin from each source type to a stored, validated artifact.
+func TestSources(t *testing.T) {
+	greet := module(t, "greet")
+	srv := newModuleServer(t, map[string][]byte{"/greet.wasm": greet})
+
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	image := strings.TrimPrefix(reg.URL, "http://") + "/plugins/greet:v1"
+	ref, err := name.ParseReference(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(empty.Image, static.NewLayer(greet, types.MediaType(source.MediaTypeWasmLayer)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	imgDigest, _ := img.Digest()
+
+	// A ConfigMap holds at most 1 MiB: a small module from the Extism SDK's corpus.
+	hello, err := os.ReadFile(testplugins.SDKWasm(t, "hello.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "hello-module", Namespace: "default"},
+		BinaryData: map[string][]byte{"plugin.wasm": hello}}
+	if err := k8s.Create(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(context.Background(), cm) })
+
+	tests := []struct {
+		name       string
+		spec       wasmv1.WasmPluginSpec
+		module     []byte
+		export     string
+		wantSource string
+	}{
+		{"from-http", httpSpec(srv.URL + "/greet.wasm"), greet, "greet", srv.URL + "/greet.wasm"},
+		{"from-oci", wasmv1.WasmPluginSpec{Source: wasmv1.Source{OCI: &wasmv1.OCISource{Image: image, Insecure: true}}},
+			greet, "greet", "@" + imgDigest.String()},
+		{"from-configmap", wasmv1.WasmPluginSpec{Source: wasmv1.Source{ConfigMap: &wasmv1.ConfigMapSource{Name: "hello-module", Key: "plugin.wasm"}}},
+			hello, "run_test", "default/hello-module"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := tt.spec
+			if tt.spec.Source.OCI == nil { // unpinned, the tag is resolved to the image's digest
+				spec.SHA256 = strings.TrimPrefix(digestOf(tt.module), "sha256:")
+			}
+			newPlugin(t, tt.name, spec)
+			p := waitFor(t, tt.name, wasmv1.ReasonSucceeded)
+			a := p.Status.Artifact
+			if a.Digest != digestOf(tt.module) || a.Size != int64(len(tt.module)) || !strings.Contains(a.Source, tt.wantSource) {
+				t.Fatalf("artifact = %+v, want digest %s, size %d, source with %q", a, digestOf(tt.module), len(tt.module), tt.wantSource)
+			}
+			if a.Path != "modules/sha256/"+strings.TrimPrefix(a.Digest, "sha256:")+".wasm" || a.ShortDigest != ShortDigest(a.Digest) {
+				t.Fatalf("artifact path/short digest = %q/%q", a.Path, a.ShortDigest)
+			}
+			if stored, err := reconciler.Store.Get(a.Digest); err != nil || !bytes.Equal(stored, tt.module) {
+				t.Fatalf("module not in the store: %v", err)
+			}
+			if m := p.Status.Module; m == nil || !contains(m.Exports, tt.export) || m.ABI != "extism" {
+				t.Fatalf("module info = %+v, want export %s, abi extism", m, tt.export)
+			}
+			if s := kstatus(t, p); s != status.CurrentStatus {
+				t.Fatalf("kstatus = %s, want Current", s)
+			}
+			if !controllerHasFinalizer(p) {
+				t.Fatal("no finalizer")
+			}
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func controllerHasFinalizer(p *wasmv1.WasmPlugin) bool {
+	return contains(p.Finalizers, wasmv1.WasmPluginFinalizer)
+}
+
+// TestStalls covers the failures only the user can fix: each is Stalled with a reason that says what to do,
+// which kstatus reads as Failed.
+func TestStalls(t *testing.T) {
+	greet, fetch := module(t, "greet"), module(t, "http-fetch")
+	big := append([]byte("\x00asm\x01\x00\x00\x00"), make([]byte, testMaxMod)...)
+	srv := newModuleServer(t, map[string][]byte{
+		"/greet.wasm": greet, "/fetch.wasm": fetch, "/big.wasm": big, "/page.html": []byte("<html>hello</html>"),
+	})
+	wrongPin := strings.Repeat("0", 64)
+	tests := []struct {
+		name, url, pin string
+		wantReason     string
+		wantMsg        string
+	}{
+		{"pin-mismatch", "/greet.wasm", wrongPin, wasmv1.ReasonDigestMismatch, "sha256:" + wrongPin},
+		{"not-found", "/missing.wasm", "", wasmv1.ReasonSourceNotFound, "404"},
+		{"too-large", "/big.wasm", "", wasmv1.ReasonTooLarge, "larger than the 4194304 byte limit"},
+		{"not-wasm", "/page.html", "", wasmv1.ReasonInvalidModule, "not a WebAssembly module"},
+		{"ungranted-import", "/fetch.wasm", "", wasmv1.ReasonPermissionDenied, "extism:host/env.http_request needs permissions.http"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := httpSpec(srv.URL + tt.url)
+			spec.SHA256 = tt.pin
+			newPlugin(t, tt.name, spec)
+			p := waitFor(t, tt.name, tt.wantReason)
+			stalled := meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionStalled)
+			if stalled == nil || stalled.Status != metav1.ConditionTrue || stalled.Reason != tt.wantReason {
+				t.Fatalf("Stalled = %+v, want True/%s", stalled, tt.wantReason)
+			}
+			if !strings.Contains(stalled.Message, tt.wantMsg) {
+				t.Fatalf("Stalled message %q does not say %q", stalled.Message, tt.wantMsg)
+			}
+			if meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionReconciling) != nil {
+				t.Fatal("Reconciling present on a stalled plugin")
+			}
+			if p.Status.Artifact != nil {
+				t.Fatalf("a refused module became the artifact: %+v", p.Status.Artifact)
+			}
+			if s := kstatus(t, p); s != status.FailedStatus {
+				t.Fatalf("kstatus = %s, want Failed", s)
+			}
+		})
+	}
+}
+
+// TestRetryThenReady: a server that fails twice then answers is retried, and the plugin becomes Ready.
+func TestRetryThenReady(t *testing.T) {
+	greet := module(t, "greet")
+	srv := newModuleServer(t, map[string][]byte{"/flaky.wasm": greet})
+	srv.fail["/flaky.wasm"].Store(2)
+	newPlugin(t, "flaky", httpSpec(srv.URL+"/flaky.wasm"))
+	p := waitFor(t, "flaky", wasmv1.ReasonSucceeded)
+	if n := srv.requests["/flaky.wasm"].Load(); n != 3 {
+		t.Fatalf("%d requests, want 3 (two 500s, then the module)", n)
+	}
+	if meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionFetchFailed) != nil {
+		t.Fatal("FetchFailed left on a ready plugin")
+	}
+}
+
+// TestTransientFailure: a source that keeps failing leaves the plugin Reconciling with FetchFailed, which
+// kstatus reads as InProgress, until it answers.
+func TestTransientFailure(t *testing.T) {
+	greet := module(t, "greet")
+	srv := newModuleServer(t, map[string][]byte{"/down.wasm": greet})
+	srv.fail["/down.wasm"].Store(1 << 30)
+	newPlugin(t, "down", httpSpec(srv.URL+"/down.wasm"))
+	var p *wasmv1.WasmPlugin
+	eventually(t, wait, func() (bool, string) {
+		p = get(t, "down")
+		c := meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionFetchFailed)
+		return c != nil && c.Status == metav1.ConditionTrue, fmt.Sprintf("conditions %+v", p.Status.Conditions)
+	})
+	if s := kstatus(t, p); s != status.InProgressStatus {
+		t.Fatalf("kstatus = %s, want InProgress", s)
+	}
+	if !strings.Contains(readyMessage(p), "500") {
+		t.Fatalf("Ready message %q does not give the server's answer", readyMessage(p))
+	}
+	srv.fail["/down.wasm"].Store(0)
+	p = waitFor(t, "down", wasmv1.ReasonSucceeded)
+	if meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionFetchFailed) != nil {
+		t.Fatal("FetchFailed left after recovery")
+	}
+}
+
+// TestUpdateKeepsLastGood: a broken new version leaves the old artifact in status; a good one replaces it.
+func TestUpdateKeepsLastGood(t *testing.T) {
+	greet, vowels := module(t, "greet"), module(t, "count-vowels")
+	srv := newModuleServer(t, map[string][]byte{"/v1.wasm": greet, "/v2.wasm": vowels, "/broken.wasm": []byte("nope")})
+	newPlugin(t, "update", httpSpec(srv.URL+"/v1.wasm"))
+	p := waitFor(t, "update", wasmv1.ReasonSucceeded)
+	first := p.Status.Artifact.Digest
+
+	p.Spec.Source.HTTP.URL = srv.URL + "/broken.wasm"
+	if err := k8s.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	p = waitFor(t, "update", wasmv1.ReasonInvalidModule)
+	if p.Status.Artifact == nil || p.Status.Artifact.Digest != first {
+		t.Fatalf("artifact after a broken update = %+v, want the last good %s", p.Status.Artifact, first)
+	}
+	if !strings.Contains(readyMessage(p), "hosts keep serving "+ShortDigest(first)) {
+		t.Fatalf("Ready message %q does not say the old module keeps serving", readyMessage(p))
+	}
+
+	p.Spec.Source.HTTP.URL = srv.URL + "/v2.wasm"
+	if err := k8s.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	p = waitFor(t, "update", wasmv1.ReasonSucceeded)
+	if p.Status.Artifact.Digest != digestOf(vowels) || !contains(p.Status.Module.Exports, "count_vowels") {
+		t.Fatalf("artifact = %+v, module = %+v; want count-vowels", p.Status.Artifact, p.Status.Module)
+	}
+}
+
+// TestSuspendResume: a suspended plugin is not fetched; resuming fetches it.
+func TestSuspendResume(t *testing.T) {
+	greet := module(t, "greet")
+	srv := newModuleServer(t, map[string][]byte{"/s.wasm": greet})
+	spec := httpSpec(srv.URL + "/s.wasm")
+	spec.Suspend = true
+	newPlugin(t, "suspended", spec)
+	p := waitFor(t, "suspended", wasmv1.ReasonSuspended)
+	if n := srv.requests["/s.wasm"].Load(); n != 0 {
+		t.Fatalf("a suspended plugin was fetched %d times", n)
+	}
+	p.Spec.Suspend = false
+	if err := k8s.Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "suspended", wasmv1.ReasonSucceeded)
+}
+
+// TestSharedModuleFetchedOnce: 50 plugins of one URL cause one request.
+func TestSharedModuleFetchedOnce(t *testing.T) {
+	greet := module(t, "greet")
+	srv := newModuleServer(t, map[string][]byte{"/shared.wasm": greet})
+	for i := range 50 {
+		newPlugin(t, fmt.Sprintf("shared-%d", i), httpSpec(srv.URL+"/shared.wasm"))
+	}
+	for i := range 50 {
+		waitFor(t, fmt.Sprintf("shared-%d", i), wasmv1.ReasonSucceeded)
+	}
+	if n := srv.requests["/shared.wasm"].Load(); n != 1 {
+		t.Fatalf("50 plugins sharing a module fetched it %d times, want 1", n)
+	}
+}
+
+// TestDeletionAndGC: deleting a plugin removes it (finalizer released) and GC then removes its module.
+func TestDeletionAndGC(t *testing.T) {
+	wasm := module(t, "counter")
+	srv := newModuleServer(t, map[string][]byte{"/c.wasm": wasm})
+	spec := httpSpec(srv.URL + "/c.wasm")
+	spec.Permissions = &wasmv1.Permissions{Vars: &wasmv1.VarsPermission{}}
+	p := newPlugin(t, "doomed", spec)
+	waitFor(t, "doomed", wasmv1.ReasonSucceeded)
+	gc := &StoreGC{Reconciler: reconciler, Grace: time.Nanosecond}
+	if res, err := gc.Collect(context.Background()); err != nil || containsEntry(res.Removed, digestOf(wasm)) {
+		t.Fatalf("GC removed a referenced module or failed: %v %v", res.Removed, err)
+	}
+	if err := k8s.Delete(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() (bool, string) {
+		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &wasmv1.WasmPlugin{})
+		return apierrors.IsNotFound(err), fmt.Sprintf("still there: %v", err)
+	})
+	res, err := gc.Collect(context.Background())
+	if err != nil || !containsEntry(res.Removed, digestOf(wasm)) {
+		t.Fatalf("GC after deletion removed %v (%v), want %s", res.Removed, err, digestOf(wasm))
+	}
+	if ok, _ := reconciler.Store.Has(digestOf(wasm)); ok {
+		t.Fatal("module still stored after GC")
+	}
+}
+
+func containsEntry(entries []store.Entry, digest string) bool {
+	for _, e := range entries {
+		if e.Digest == digest {
+			return true
+		}
+	}
+	return false
+}
+
+// TestNodes: host Leases and status entries decide targetNodes, readyNodes and Ready; a host whose Lease
+// expires leaves the target set and its entry is removed.
+func TestNodes(t *testing.T) {
+	greet := module(t, "greet")
+	srv := newModuleServer(t, map[string][]byte{"/n.wasm": greet})
+	ctx := context.Background()
+	for _, n := range []struct {
+		name   string
+		labels map[string]string
+	}{{"node-a", map[string]string{"zone": "a"}}, {"node-b", map[string]string{"zone": "b"}}} {
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name, Labels: n.labels}}
+		if err := k8s.Create(ctx, node); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(ctx, node) })
+	}
+	lease := func(node string, seconds int32) *coordinationv1.Lease {
+		return &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: HostLeasePrefix + node, Namespace: hostNS, Labels: map[string]string{HostLeaseLabel: node}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), LeaseDurationSeconds: ptr.To(seconds),
+				RenewTime: &metav1.MicroTime{Time: time.Now()}},
+		}
+	}
+	la, lb := lease("node-a", 300), lease("node-b", 3)
+	for _, l := range []*coordinationv1.Lease{la, lb} {
+		if err := k8s.Create(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8s.Delete(ctx, l) })
+	}
+
+	newPlugin(t, "placed", httpSpec(srv.URL+"/n.wasm"))
+	p := waitFor(t, "placed", wasmv1.ReasonWaitingForNodes)
+	if p.Status.TargetNodes != 2 || p.Status.ReadyNodes != 0 || kstatus(t, p) != status.InProgressStatus {
+		t.Fatalf("nodes %d/%d, kstatus %s; want 0/2 InProgress", p.Status.ReadyNodes, p.Status.TargetNodes, kstatus(t, p))
+	}
+
+	// Each host reports its entry as the node host does: server-side apply under its own field manager.
+	report := func(node string) {
+		entry := map[string]any{"name": node, "digest": p.Status.Artifact.Digest, "phase": "Ready"}
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "wasm-operator.dev/v1alpha1", "kind": "WasmPlugin",
+			"metadata": map[string]any{"name": "placed", "namespace": "default"},
+			"status":   map[string]any{"nodes": []any{entry}},
+		}}
+		if err := k8s.Status().Patch(ctx, u, client.Apply, client.FieldOwner("wasm-host-"+node), client.ForceOwnership); err != nil {
+			t.Fatalf("report %s: %v", node, err)
+		}
+	}
+	report("node-a")
+	report("node-b")
+	p = waitFor(t, "placed", wasmv1.ReasonSucceeded)
+	if p.Status.NodeSummary != "2/2" || kstatus(t, p) != status.CurrentStatus {
+		t.Fatalf("nodes %s, kstatus %s; want 2/2 Current", p.Status.NodeSummary, kstatus(t, p))
+	}
+
+	// node-b stops renewing: its Lease expires, it leaves the target set and its entry goes.
+	eventually(t, wait, func() (bool, string) {
+		p = get(t, "placed")
+		return p.Status.TargetNodes == 1 && len(p.Status.Nodes) == 1 && p.Status.Nodes[0].Name == "node-a",
+			fmt.Sprintf("target %d, nodes %+v", p.Status.TargetNodes, p.Status.Nodes)
+	})
+	if c := meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionReady); c.Status != metav1.ConditionTrue {
+		t.Fatalf("Ready = %+v after a host left; node-a still serves", c)
+	}
+
+	// Placement on zone b only: no live host matches.
+	p.Spec.Placement = &wasmv1.Placement{NodeSelector: map[string]string{"zone": "b"}}
+	if err := k8s.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() (bool, string) {
+		p = get(t, "placed")
+		return p.Status.ObservedGeneration == p.Generation && p.Status.TargetNodes == 0,
+			fmt.Sprintf("target %d", p.Status.TargetNodes)
+	})
+}
+
+func TestParseHeaders(t *testing.T) {
+	h, err := parseHeaders([]byte("X-Api-Key: abc\n\nAccept:  application/wasm \n"))
+	if err != nil || h["X-Api-Key"] != "abc" || h["Accept"] != "application/wasm" || len(h) != 2 {
+		t.Fatalf("parseHeaders = %v, %v", h, err)
+	}
+	if _, err := parseHeaders([]byte("no colon here")); err == nil || !strings.Contains(err.Error(), "no colon here") {
+		t.Fatalf("bad line not named: %v", err)
+	}
+}
