@@ -49,6 +49,10 @@ type EngineConfig struct {
 	// CompileTimeout bounds one compilation, waiting for a slot included. Zero means
 	// DefaultCompileTimeout.
 	CompileTimeout time.Duration
+
+	// withoutTermination turns close-on-context-done off, so that a benchmark can show its cost.
+	// Calls can then not be stopped.
+	withoutTermination bool
 }
 
 // Engine compiles modules and runs their instances. It holds one wazero runtime with the Extism
@@ -87,7 +91,7 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
 	}
 	// Guests are untrusted: without close-on-context-done an endless loop could never be stopped.
 	// RATIONALE.md, "Why is close-on-context-done always on?", has the measured cost.
-	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(!cfg.withoutTermination)
 	if cfg.CacheDir != "" {
 		e.compiledDir = CompiledDir(cfg.CacheDir)
 		if err := os.MkdirAll(e.compiledDir, 0o755); err != nil {
