@@ -1,0 +1,242 @@
+package hostapi
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+)
+
+// CallPath is the route of a plugin call, in the syntax of net/http.ServeMux.
+const CallPath = "/v1/namespaces/{namespace}/wasmplugins/{name}/call/{function}"
+
+// DefaultShutdownTimeout is how long Run lets in-flight calls finish after its context is done.
+const DefaultShutdownTimeout = 30 * time.Second
+
+// Options configure a Server. Invoker is required, and so is Kube unless DisableAuth.
+type Options struct {
+	// Addr is the address Run listens on, such as ":9443". Default ":9443".
+	Addr string
+	// TLSConfig, when set, makes Run and Serve speak HTTPS. Without it bearer tokens travel in
+	// clear text: use it whenever Addr is reachable from other machines.
+	TLSConfig *tls.Config
+
+	// Invoker runs the calls.
+	Invoker Invoker
+
+	// Kube makes the TokenReviews and SubjectAccessReviews. The host's ServiceAccount needs
+	// create on tokenreviews and subjectaccessreviews (the system:auth-delegator ClusterRole).
+	Kube kubernetes.Interface
+	// Audiences, when set, are the token audiences the server accepts; default: the API
+	// server's.
+	Audiences []string
+	// DisableAuth lets every caller call every plugin. New refuses it unless Addr is a loopback
+	// address (127.0.0.0/8, ::1 or localhost), and Serve unless its listener is on one.
+	DisableAuth bool
+	// AuthCacheTTL is how long a valid token and an allowed access are remembered. Default
+	// DefaultAuthCacheTTL (10s).
+	AuthCacheTTL time.Duration
+	// AuthDeniedCacheTTL is how long an invalid token and a denied access are remembered.
+	// Default DefaultAuthDeniedCacheTTL (2s).
+	AuthDeniedCacheTTL time.Duration
+	// AuthCacheSize bounds the entries of each of the two caches. Default DefaultAuthCacheSize.
+	AuthCacheSize int
+
+	// Metrics, when set, are the metrics the server counts calls in; else New makes them and
+	// registers them with Registerer.
+	Metrics *Metrics
+	// Registerer is where New registers the metrics it makes. Default
+	// prometheus.DefaultRegisterer.
+	Registerer prometheus.Registerer
+	// Gatherer is what /metrics serves. Default: Registerer when it is a Gatherer (as a
+	// *prometheus.Registry is), else prometheus.DefaultGatherer.
+	Gatherer prometheus.Gatherer
+
+	// Ready, when set, decides /readyz: 200 when it returns nil, else 503 with its error text.
+	// Without it the server is ready as soon as it serves.
+	Ready func() error
+
+	// Logger is used when a request's context carries none. Default: logr.Discard().
+	Logger logr.Logger
+	// ShutdownTimeout bounds how long Run waits for in-flight requests once its context is done.
+	// Default DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+}
+
+// Server is the node host's HTTP API: plugin calls on CallPath, /metrics, /healthz and /readyz.
+type Server struct {
+	opts    Options
+	invoker Invoker
+	auth    *authorizer // nil when auth is off
+	metrics *Metrics
+	log     logr.Logger
+	handler http.Handler
+}
+
+// New checks opts and makes a Server.
+func New(opts Options) (*Server, error) {
+	if opts.Invoker == nil {
+		return nil, errors.New("hostapi: Options.Invoker is required")
+	}
+	if opts.Addr == "" {
+		opts.Addr = ":9443"
+	}
+	s := &Server{opts: opts, invoker: opts.Invoker, log: opts.Logger}
+	if s.log.GetSink() == nil {
+		s.log = logr.Discard()
+	}
+	if opts.DisableAuth {
+		if !loopbackAddr(opts.Addr) {
+			return nil, fmt.Errorf("hostapi: authentication can be turned off only when listening on loopback "+
+				"(127.0.0.1, ::1 or localhost), and %q is not: listen on a loopback address or keep authentication on", opts.Addr)
+		}
+	} else {
+		if opts.Kube == nil {
+			return nil, errors.New("hostapi: Options.Kube is required for TokenReview and SubjectAccessReview unless DisableAuth is set")
+		}
+		size := opts.AuthCacheSize
+		if size <= 0 {
+			size = DefaultAuthCacheSize
+		}
+		s.auth = &authorizer{
+			client:     opts.Kube,
+			audiences:  opts.Audiences,
+			allowedTTL: orDefault(opts.AuthCacheTTL, DefaultAuthCacheTTL),
+			deniedTTL:  orDefault(opts.AuthDeniedCacheTTL, DefaultAuthDeniedCacheTTL),
+			now:        time.Now,
+			tokens:     newTTLCache[[32]byte, tokenResult](size),
+			access:     newTTLCache[accessKey, accessResult](size),
+		}
+	}
+	s.metrics = opts.Metrics
+	if s.metrics == nil {
+		reg := opts.Registerer
+		if reg == nil {
+			reg = prometheus.DefaultRegisterer
+		}
+		m, err := NewMetrics(reg)
+		if err != nil {
+			return nil, fmt.Errorf("hostapi: register metrics: %w", err)
+		}
+		s.metrics = m
+	}
+	gatherer := opts.Gatherer
+	if gatherer == nil {
+		if g, ok := opts.Registerer.(prometheus.Gatherer); ok {
+			gatherer = g
+		} else {
+			gatherer = prometheus.DefaultGatherer
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc(CallPath, s.serveCall)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.serveReady)
+	s.handler = mux
+	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Handler returns the server's routes, for tests and for embedding in another server. It does
+// not check where it is served: with DisableAuth, serve it on loopback only.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Metrics returns the metrics the server counts calls in, for the host to set the pool gauges
+// and observe loads.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Run listens on Options.Addr and serves until ctx is done, then shuts down gracefully: it stops
+// accepting, lets in-flight calls finish within ShutdownTimeout, and returns nil.
+func (s *Server) Run(ctx context.Context) error {
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", s.opts.Addr)
+	if err != nil {
+		return fmt.Errorf("hostapi: listen: %w", err)
+	}
+	return s.Serve(ctx, ln)
+}
+
+// Serve is Run on a listener the caller opened; it closes ln. With DisableAuth it refuses a
+// listener that is not on a loopback address.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.auth == nil {
+		if tcp, ok := ln.Addr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
+			_ = ln.Close()
+			return fmt.Errorf("hostapi: authentication is off, so the server listens on loopback only, and %s is not", ln.Addr())
+		}
+	}
+	if s.opts.TLSConfig != nil {
+		ln = tls.NewListener(ln, s.opts.TLSConfig)
+	}
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// Requests carry ctx's values (its logger) but not its cancellation: in-flight calls
+		// finish when ctx is done.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("serving the call API", "addr", ln.Addr().String(), "tls", s.opts.TLSConfig != nil, "auth", s.auth != nil)
+	select {
+	case err := <-errc:
+		return fmt.Errorf("hostapi: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), orDefault(s.opts.ShutdownTimeout, DefaultShutdownTimeout))
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		_ = srv.Close()
+		return fmt.Errorf("hostapi: shut down: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("hostapi: serve: %w", err)
+	}
+	return nil
+}
+
+// loopbackAddr reports whether a listen address is on loopback only: its host is "localhost" or
+// a loopback IP. An empty host (":9443") listens on every interface.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "not ready: %v\n", err)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
