@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/wasm-operator/wasm-operator/controllers/host"
+	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/store"
+	"github.com/wasm-operator/wasm-operator/runtime"
+)
+
+func init() {
+	commands["host"] = command{summary: "run the node-local host that serves plugin calls", run: runHost}
+}
+
+type hostOptions struct {
+	node, cacheDir, namespace, listen string
+	auth                              bool
+	leaseDuration, statusInterval     time.Duration
+}
+
+func runHost(args []string) int {
+	fs := flag.NewFlagSet("manager host", flag.ContinueOnError)
+	var o hostOptions
+	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "name of the node this host runs on (default $NODE_NAME, from the downward API)")
+	fs.StringVar(&o.cacheDir, "cache-dir", "/var/cache/wasm-operator", "root of the shared module cache the controller fills")
+	fs.StringVar(&o.namespace, "namespace", operatorNamespace(), "namespace of the host Leases (default $POD_NAMESPACE)")
+	fs.StringVar(&o.listen, "listen", ":8181", "address of the call API, /metrics, /healthz and /readyz")
+	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
+	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
+	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
+	zopts := zap.Options{}
+	zopts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log := zap.New(zap.UseFlagOptions(&zopts))
+	ctrl.SetLogger(log)
+	if o.node == "" {
+		fmt.Fprintln(os.Stderr, "manager host: --node-name (or $NODE_NAME) is required: the name of the node this host runs on")
+		return 2
+	}
+	if err := hostMain(ctrl.SetupSignalHandler(), log, o); err != nil {
+		log.Error(err, "host stopped")
+		return 1
+	}
+	return 0
+}
+
+func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("find the API server (set KUBECONFIG or run in a cluster): %w", err)
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 newScheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"}, // served with the call API
+		HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Node{}: {Field: fields.OneTermEqualSelector("metadata.name", o.node)},
+		}},
+		Client: client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&coordinationv1.Lease{}}}},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	st, err := store.Open(o.cacheDir, store.Options{})
+	if err != nil {
+		return fmt.Errorf("open the module cache: %w", err)
+	}
+	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: o.cacheDir})
+	if err != nil {
+		return fmt.Errorf("start the wasm engine: %w", err)
+	}
+	defer eng.Close(context.Background())
+	hm, err := hostapi.NewMetrics(metrics.Registry)
+	if err != nil {
+		return fmt.Errorf("register host metrics: %w", err)
+	}
+	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins")}
+	r := &host.Reconciler{Client: mgr.GetClient(), Node: o.node, Namespace: o.namespace, Plugins: plugins,
+		LeaseDuration: o.leaseDuration, StatusInterval: o.statusInterval}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	srv, err := hostapi.New(hostapi.Options{
+		Addr: o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
+		Metrics: hm, Registerer: metrics.Registry, Gatherer: metrics.Registry,
+		Ready: r.Ready, Logger: log.WithName("api"),
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth)
+	errs := make(chan error, 2)
+	go func() { errs <- srv.Run(ctx) }()
+	go func() { errs <- mgr.Start(ctx) }()
+	err = <-errs
+	if err2 := <-errs; err == nil {
+		err = err2
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
