@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -237,5 +236,3 @@ func logFunc(level LogLevel) api.GoModuleFunc {
 		i.k.free(h)
 	}
 }
-
-var _ = fmt.Sprintf
