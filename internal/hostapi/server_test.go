@@ -2,9 +2,11 @@ package hostapi
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -264,5 +266,25 @@ func TestRun(t *testing.T) {
 	s, _ = newTestServer(t, &fakeInvoker{}, func(o *Options) { o.Addr = busy.Addr().String() })
 	if err := s.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("Run on a used port = %v, want a listen error", err)
+	}
+}
+
+func TestServeTLS(t *testing.T) {
+	ts := httptest.NewTLSServer(http.NotFoundHandler()) // for its certificate and a client trusting it
+	client := ts.Client()
+	certs := ts.TLS.Certificates
+	ts.Close()
+
+	inv := &fakeInvoker{limits: map[string]int64{"ns/echo": 0}}
+	s, _ := newTestServer(t, inv, func(o *Options) { o.TLSConfig = &tls.Config{Certificates: certs} })
+	url := strings.Replace(newHTTPServer(t, s), "http://", "https://", 1)
+	resp, err := client.Post(url+"/v1/namespaces/ns/wasmplugins/echo/call/run", "", strings.NewReader("over tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(b) != "over tls" || resp.TLS == nil {
+		t.Errorf("call over TLS = %d %q (tls %v), want 200 and the input", resp.StatusCode, b, resp.TLS != nil)
 	}
 }
