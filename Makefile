@@ -4,6 +4,7 @@ SHELL := /usr/bin/env bash -o pipefail
 
 BIN            := $(CURDIR)/bin
 CONTROLLER_GEN := $(BIN)/controller-gen
+HELM           := $(BIN)/helm
 K8S_VERSION    := $(shell sed -n 's/^require k8s.io\/kubernetes v//p' hack/tools/kube/go.mod)
 # The folder envtest reads kube-apiserver, etcd and kubectl from.
 export KUBEBUILDER_ASSETS := $(BIN)/k8s/$(K8S_VERSION)
@@ -20,6 +21,28 @@ build: ## Build bin/manager.
 
 $(CONTROLLER_GEN): hack/tools/gen/go.mod
 	cd hack/tools/gen && go build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
+
+# helm, stamped as its release build is: its version, and the Kubernetes version `helm template` and
+# `helm lint` assume (that of its client-go).
+$(HELM): hack/tools/gen/go.mod
+	cd hack/tools/gen && v=$$(go list -m -f '{{.Version}}' helm.sh/helm/v3) && \
+	kv=$$(go list -m -f '{{.Version}}' k8s.io/client-go) && minor=$$(echo $$kv | cut -d. -f2) && \
+	go build -trimpath -o $(HELM) -ldflags "-X helm.sh/helm/v3/internal/version.version=$$v \
+		-X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor \
+		-X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$minor" \
+		helm.sh/helm/v3/cmd/helm
+
+.PHONY: helm
+helm: $(HELM) ## Build bin/helm, the version pinned in hack/tools/gen/go.mod.
+
+.PHONY: chart-crds
+chart-crds: ## Copy the generated CRDs and RBAC rules from config/ into the chart's templates.
+	go run -C hack/tools/gen ./chartsync -root $(CURDIR)
+
+IMG ?= ghcr.io/wasm-operator/wasm-operator:dev
+.PHONY: docker-build
+docker-build: ## Build the manager image $(IMG) from the Dockerfile (needs a Docker engine; not run in CI).
+	docker build -t $(IMG) .
 
 .PHONY: generate
 generate: $(CONTROLLER_GEN) ## Generate deepcopy code from the API types.
@@ -48,3 +71,7 @@ envtest-assets: ## Build the test control plane (kube-apiserver, etcd, kubectl) 
 .PHONY: test
 test: envtest-assets ## Run every test: unit, envtest, e2e. Builds the control plane first when it is missing.
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: dev
+dev: envtest-assets ## Run the operator locally: control plane, controller, one host, sample plugins. Ctrl-C stops it.
+	go run ./hack/dev

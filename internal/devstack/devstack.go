@@ -1,0 +1,284 @@
+// Package devstack runs the whole operator on one machine: the test control plane (a real kube-apiserver
+// and etcd built by hack/), the CRD, `manager controller` and any number of `manager host` processes
+// standing for nodes, all sharing one cache folder, and a file server for the example plugins. `make dev`
+// runs it for people; the e2e tests run it for assertions.
+package devstack
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	k8sruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/testenv"
+	"github.com/wasm-operator/wasm-operator/internal/testplugins"
+)
+
+// Namespace is the operator's namespace in the stack: host Leases and the leader election Lease.
+const Namespace = "wasm-operator-system"
+
+// Options configure a Stack.
+type Options struct {
+	// Dir holds the stack's files: the kubeconfig, the cache, the logs. Required.
+	Dir string
+	// Log receives the processes' output, each line prefixed with the process name. Nil discards it;
+	// the lines are kept in <Dir>/<name>.log in any case.
+	Log io.Writer
+	// ControllerArgs are added to `manager controller`.
+	ControllerArgs []string
+}
+
+// Stack is a running local operator.
+type Stack struct {
+	opts Options
+	env  *envtest.Environment
+	// Config reaches the API server as a cluster admin.
+	Config *rest.Config
+	// Client talks to the API server directly (no cache).
+	Client client.Client
+	// Kubeconfig is the path of a kubeconfig file for kubectl and the processes.
+	Kubeconfig string
+	// CacheDir is the shared module cache of the controller and every host.
+	CacheDir string
+	// Manager is the path of the manager binary the processes run.
+	Manager string
+	// PluginsURL serves the example plugins as <PluginsURL>/<name>.wasm.
+	PluginsURL string
+
+	files *http.Server
+	mu    sync.Mutex
+	procs map[string]*Process
+}
+
+// Process is one `manager` subcommand running as its own process.
+type Process struct {
+	Name string
+	Args []string
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// Start starts the control plane, installs the CRD, builds the manager and the example plugins and serves
+// them. It starts no manager process: see StartController and StartHost.
+func Start(ctx context.Context, opts Options) (s *Stack, err error) {
+	if opts.Dir == "" {
+		return nil, errors.New("devstack: Options.Dir is required")
+	}
+	s = &Stack{opts: opts, procs: map[string]*Process{}, CacheDir: filepath.Join(opts.Dir, "cache")}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	if err := os.MkdirAll(s.CacheDir, 0o755); err != nil {
+		return nil, err
+	}
+	root := testenv.RepoRoot()
+	s.Manager = filepath.Join(opts.Dir, "manager")
+	build := exec.CommandContext(ctx, "go", "build", "-o", s.Manager, "./cmd/manager")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("build the manager: %v\n%s", err, out)
+	}
+	pluginsDir := filepath.Join(opts.Dir, "plugins")
+	names, err := testplugins.Names()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if _, err := testplugins.BuildTo(pluginsDir, n); err != nil {
+			return nil, fmt.Errorf("build plugin %s: %w", n, err)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s.PluginsURL = "http://" + ln.Addr().String()
+	s.files = &http.Server{Handler: http.FileServer(http.Dir(pluginsDir)), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = s.files.Serve(ln) }()
+
+	if s.env, s.Config, err = testenv.Start(); err != nil {
+		return nil, err
+	}
+	scheme := k8sruntime.NewScheme()
+	_ = clientgoscheme.AddToScheme(scheme)
+	_ = wasmv1.AddToScheme(scheme)
+	if s.Client, err = client.New(s.Config, client.Options{Scheme: scheme}); err != nil {
+		return nil, err
+	}
+	admin, err := s.env.AddUser(envtest.User{Name: "dev-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("add the admin user: %w", err)
+	}
+	kc, err := admin.KubeConfig()
+	if err != nil {
+		return nil, err
+	}
+	s.Kubeconfig = filepath.Join(opts.Dir, "kubeconfig")
+	if err := os.WriteFile(s.Kubeconfig, kc, 0o600); err != nil {
+		return nil, err
+	}
+	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil {
+		return nil, fmt.Errorf("create namespace %s: %w", Namespace, err)
+	}
+	// What the chart grants callers: create on wasmplugins/call.
+	caller := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "wasm-operator-caller"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{wasmv1.GroupVersion.Group}, Resources: []string{"wasmplugins/call"}, Verbs: []string{"create"}}}}
+	if err := s.Client.Create(ctx, caller); err != nil && !apierrors.IsAlreadyExists(err) {
+		return nil, err
+	}
+	return s, nil
+}
+
+// AddNode creates a Node object with labels, as a kubelet would register it; hosts match placement
+// against it.
+func (s *Stack) AddNode(ctx context.Context, name string, labels map[string]string) error {
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if err := s.Client.Create(ctx, n); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create node %s: %w", name, err)
+	}
+	return nil
+}
+
+// StartController starts `manager controller`.
+func (s *Stack) StartController() (*Process, error) {
+	args := append([]string{"controller", "--cache-dir", s.CacheDir, "--namespace", Namespace,
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--leader-elect=true"}, s.opts.ControllerArgs...)
+	return s.start("controller", args...)
+}
+
+// StartHost starts `manager host` for a node with its call API on listen (a host:port; FreePort finds one),
+// with extra arguments such as --auth=false.
+func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error) {
+	args := append([]string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace,
+		"--listen", listen}, extra...)
+	return s.start("host-"+node, args...)
+}
+
+func (s *Stack) start(name string, args ...string) (*Process, error) {
+	logf, err := os.OpenFile(filepath.Join(s.opts.Dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(s.Manager, args...)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Kubeconfig, "POD_NAMESPACE="+Namespace)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	p := &Process{Name: name, Args: args, cmd: cmd, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			fmt.Fprintln(logf, sc.Text())
+			if s.opts.Log != nil {
+				fmt.Fprintf(s.opts.Log, "[%s] %s\n", name, sc.Text())
+			}
+		}
+		logf.Close()
+	}()
+	go func() {
+		p.err = cmd.Wait()
+		pw.Close()
+		close(p.done)
+	}()
+	s.mu.Lock()
+	s.procs[name] = p
+	s.mu.Unlock()
+	return p, nil
+}
+
+// Stop asks the process to stop (SIGTERM, as the kubelet does) and waits up to timeout, then kills it.
+func (p *Process) Stop(timeout time.Duration) error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+		return fmt.Errorf("%s did not stop within %s and was killed", p.Name, timeout)
+	}
+}
+
+// Kill stops the process at once, as a crashed node would: nothing is cleaned up.
+func (p *Process) Kill() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Exited reports whether the process ended, and its error.
+func (p *Process) Exited() (bool, error) {
+	select {
+	case <-p.done:
+		return true, p.err
+	default:
+		return false, nil
+	}
+}
+
+// LogPath is where the stack keeps a process's output.
+func (s *Stack) LogPath(name string) string { return filepath.Join(s.opts.Dir, name+".log") }
+
+// Stop stops every process, the file server and the control plane.
+func (s *Stack) Stop() {
+	s.mu.Lock()
+	procs := make([]*Process, 0, len(s.procs))
+	for _, p := range s.procs {
+		procs = append(procs, p)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, p := range procs {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = p.Stop(15 * time.Second) }()
+	}
+	wg.Wait()
+	if s.files != nil {
+		_ = s.files.Close()
+	}
+	if s.env != nil {
+		_ = s.env.Stop()
+	}
+}
+
+// FreePort returns a loopback address with a port free at the time of the call.
+func FreePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
