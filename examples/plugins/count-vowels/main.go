@@ -1,3 +1,5 @@
+//go:build wasip1
+
 // Command count-vowels is an example plugin that counts vowels and returns
 // JSON, in the shape of Extism's count_vowels plugin.
 //

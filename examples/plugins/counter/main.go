@@ -1,3 +1,5 @@
+//go:build wasip1
+
 // Command counter is an example plugin that keeps a count in a host variable.
 //
 // README: increment adds one to the variable "count" and returns the new

@@ -1,3 +1,5 @@
+//go:build wasip1
+
 // Command greet is an example plugin that greets its input.
 //
 // README: greet returns "<greeting>, <input>!", where greeting is the plugin

@@ -1,3 +1,5 @@
+//go:build wasip1
+
 // Command http-fetch is an example plugin that fetches a URL through the host.
 //
 // README: fetch takes a URL as input, GETs it and returns the response body;

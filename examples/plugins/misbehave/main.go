@@ -1,3 +1,5 @@
+//go:build wasip1
+
 // Command misbehave is an example plugin that does what plugins must not, so
 // hosts can prove they survive it.
 //
