@@ -72,7 +72,7 @@ func runController(args []string) int {
 	fs := flag.NewFlagSet("manager controller", flag.ContinueOnError)
 	var (
 		cacheDir      = fs.String("cache-dir", "/var/cache/wasm-operator", "root of the shared module cache (a ReadWriteMany volume shared with the hosts)")
-		namespace     = fs.String("namespace", operatorNamespace(), "namespace of the host Leases and the leader election Lease (default $POD_NAMESPACE)")
+		namespace     = fs.String("namespace", operatorNamespace(), "namespace of the host Leases and the leader election Lease; $POD_NAMESPACE when set")
 		metricsAddr   = fs.String("metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 		probeAddr     = fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 		leaderElect   = fs.Bool("leader-elect", true, "elect one active controller among replicas")
@@ -84,8 +84,8 @@ func runController(args []string) int {
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
 	)
-	fs.Var(quantityFlag{&maxModule}, "max-module-size", "largest module fetched (default 256Mi)")
-	fs.Var(quantityFlag{&cacheMaxBytes}, "cache-max-size", "cap of the module cache, least recently used unreferenced modules evicted first (default: no cap)")
+	fs.Var(quantityFlag{&maxModule}, "max-module-size", "largest module fetched, as a size such as 256Mi")
+	fs.Var(quantityFlag{&cacheMaxBytes}, "cache-max-size", "cap of the module cache, such as 10Gi; least recently used unreferenced modules are evicted first; 0 means no cap")
 	zopts := zap.Options{}
 	zopts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {

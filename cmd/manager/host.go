@@ -39,9 +39,9 @@ type hostOptions struct {
 func runHost(args []string) int {
 	fs := flag.NewFlagSet("manager host", flag.ContinueOnError)
 	var o hostOptions
-	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "name of the node this host runs on (default $NODE_NAME, from the downward API)")
+	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "name of the node this host runs on; $NODE_NAME (from the downward API) when set")
 	fs.StringVar(&o.cacheDir, "cache-dir", "/var/cache/wasm-operator", "root of the shared module cache the controller fills")
-	fs.StringVar(&o.namespace, "namespace", operatorNamespace(), "namespace of the host Leases (default $POD_NAMESPACE)")
+	fs.StringVar(&o.namespace, "namespace", operatorNamespace(), "namespace of the host Leases; $POD_NAMESPACE when set")
 	fs.StringVar(&o.listen, "listen", ":8181", "address of the call API, /metrics, /healthz and /readyz")
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
