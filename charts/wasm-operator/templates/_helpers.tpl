@@ -1,0 +1,80 @@
+{{/* The chart name, or nameOverride. */}}
+{{- define "wasm-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The prefix of every object name: fullnameOverride, or the release name followed by the chart name unless
+it already contains it. Kept to 50 characters so that suffixes such as "-controller" fit in 63. */}}
+{{- define "wasm-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 50 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 50 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "wasm-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "wasm-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: wasm-operator
+{{- end }}
+
+{{/* Labels that select the release's pods; add app.kubernetes.io/component for one component. */}}
+{{- define "wasm-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wasm-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* The ServiceAccount name of a component: (dict "ctx" $ "component" "controller"). */}}
+{{- define "wasm-operator.serviceAccountName" -}}
+{{- $sa := (index .ctx.Values .component).serviceAccount }}
+{{- if $sa.create }}
+{{- default (printf "%s-%s" (include "wasm-operator.fullname" .ctx) .component) $sa.name }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* The manager image reference. */}}
+{{- define "wasm-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The cache claim's name. */}}
+{{- define "wasm-operator.cacheClaim" -}}
+{{- default (printf "%s-cache" (include "wasm-operator.fullname" .)) .Values.cache.existingClaim }}
+{{- end }}
+
+{{/* Pod security context shared by the controller and the hosts: non-root (the image's user 65532), the
+cache volume group-writable by that user, the runtime's default seccomp profile. */}}
+{{- define "wasm-operator.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* Container security context: read-only root filesystem, no privilege escalation, no capabilities. */}}
+{{- define "wasm-operator.securityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+{{- end }}

@@ -1,0 +1,549 @@
+package chart
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+const (
+	release = "wasm-operator"
+	ns      = "wasm-operator-system"
+)
+
+var customValues = filepath.Join("testdata", "custom-values.yaml")
+
+func TestLint(t *testing.T) {
+	for _, flags := range [][]string{nil, {"-f", customValues}, {"--set", "host.enabled=false,rbac.create=false"}} {
+		t.Run(strings.Join(flags, " "), func(t *testing.T) {
+			out, err := Run(append([]string{"lint", "--strict", Dir()}, flags...)...)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+		})
+	}
+}
+
+// find returns the rendered object of kind whose name ends with suffix, failing when there is none.
+func find(t *testing.T, objs []*unstructured.Unstructured, kind, suffix string) *unstructured.Unstructured {
+	t.Helper()
+	if o := lookup(objs, kind, suffix); o != nil {
+		return o
+	}
+	t.Fatalf("no %s named *%s rendered", kind, suffix)
+	return nil
+}
+
+func lookup(objs []*unstructured.Unstructured, kind, suffix string) *unstructured.Unstructured {
+	for _, o := range objs {
+		if o.GetKind() == kind && strings.HasSuffix(o.GetName(), suffix) {
+			return o
+		}
+	}
+	return nil
+}
+
+func kinds(objs []*unstructured.Unstructured) map[string]int {
+	m := map[string]int{}
+	for _, o := range objs {
+		m[o.GetKind()]++
+	}
+	return m
+}
+
+// str reads a string at path, or "" when it is absent.
+func str(o *unstructured.Unstructured, path ...string) string {
+	s, _, _ := unstructured.NestedFieldNoCopy(o.Object, path...)
+	if s == nil {
+		return ""
+	}
+	return fmt.Sprint(s)
+}
+
+// container returns the workload's only container.
+func container(t *testing.T, o *unstructured.Unstructured) map[string]any {
+	t.Helper()
+	cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+	if len(cs) != 1 {
+		t.Fatalf("%s %s: %d containers, want 1", o.GetKind(), o.GetName(), len(cs))
+	}
+	return cs[0].(map[string]any)
+}
+
+func args(t *testing.T, o *unstructured.Unstructured) []string {
+	var out []string
+	for _, a := range container(t, o)["args"].([]any) {
+		out = append(out, a.(string))
+	}
+	return out
+}
+
+// envFrom returns the fieldRef path of the container's environment variable name.
+func envFrom(t *testing.T, o *unstructured.Unstructured, name string) string {
+	for _, e := range container(t, o)["env"].([]any) {
+		e := e.(map[string]any)
+		if e["name"] == name {
+			return str(&unstructured.Unstructured{Object: e}, "valueFrom", "fieldRef", "fieldPath")
+		}
+	}
+	return ""
+}
+
+func TestTemplateDefaults(t *testing.T) {
+	objs, err := Render(release, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{
+		"CustomResourceDefinition": 1, "Deployment": 1, "DaemonSet": 1, "PersistentVolumeClaim": 1,
+		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 2, "ClusterRole": 5, "ClusterRoleBinding": 2,
+	}
+	if got := kinds(objs); !reflect.DeepEqual(got, want) {
+		t.Errorf("rendered kinds = %v, want %v", got, want)
+	}
+	for _, o := range objs {
+		if o.GetNamespace() != "" && o.GetNamespace() != ns {
+			t.Errorf("%s %s in namespace %q, want the release namespace", o.GetKind(), o.GetName(), o.GetNamespace())
+		}
+		if len(o.GetName()) > 63 {
+			t.Errorf("%s name %q longer than 63", o.GetKind(), o.GetName())
+		}
+	}
+
+	crd := find(t, objs, "CustomResourceDefinition", "wasmplugins.wasm-operator.dev")
+	if crd.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+		t.Errorf("CRD annotations %v: want helm.sh/resource-policy: keep by default", crd.GetAnnotations())
+	}
+
+	dep := find(t, objs, "Deployment", "-controller")
+	if got := str(dep, "spec", "replicas"); got != "1" {
+		t.Errorf("controller replicas = %s, want 1", got)
+	}
+	for _, a := range []string{"controller", "--leader-elect=true", "--cache-dir=/var/cache/wasm-operator",
+		"--metrics-bind-address=:8080", "--health-probe-bind-address=:8081", "--zap-log-level=info"} {
+		if !slices.Contains(args(t, dep), a) {
+			t.Errorf("controller args %v lack %s", args(t, dep), a)
+		}
+	}
+	if got := envFrom(t, dep, "POD_NAMESPACE"); got != "metadata.namespace" {
+		t.Errorf("controller POD_NAMESPACE from %q, want metadata.namespace", got)
+	}
+	c := &unstructured.Unstructured{Object: container(t, dep)}
+	for path, want := range map[string]string{"livenessProbe.httpGet.path": "/healthz", "readinessProbe.httpGet.path": "/readyz"} {
+		if got := str(c, strings.Split(path, ".")...); got != want {
+			t.Errorf("controller %s = %q, want %q", path, got, want)
+		}
+	}
+	if got := str(find(t, objs, "Service", "-controller-metrics"), "spec", "ports"); !strings.Contains(got, "port:8080") {
+		t.Errorf("metrics Service ports %s, want 8080", got)
+	}
+
+	ds := find(t, objs, "DaemonSet", "-host")
+	if got := envFrom(t, ds, "NODE_NAME"); got != "spec.nodeName" {
+		t.Errorf("host NODE_NAME from %q, want spec.nodeName", got)
+	}
+	if got := envFrom(t, ds, "POD_NAMESPACE"); got != "metadata.namespace" {
+		t.Errorf("host POD_NAMESPACE from %q, want metadata.namespace", got)
+	}
+	for _, a := range []string{"host", "--listen=:8181", "--auth=true", "--cache-dir=/var/cache/wasm-operator"} {
+		if !slices.Contains(args(t, ds), a) {
+			t.Errorf("host args %v lack %s", args(t, ds), a)
+		}
+	}
+	svc := find(t, objs, "Service", "-host")
+	if got := str(svc, "spec", "internalTrafficPolicy"); got != "Local" {
+		t.Errorf("call API Service internalTrafficPolicy = %q, want Local", got)
+	}
+
+	pvc := find(t, objs, "PersistentVolumeClaim", "-cache")
+	if got := str(pvc, "spec", "accessModes"); got != "[ReadWriteMany]" {
+		t.Errorf("cache accessModes = %s, want [ReadWriteMany]", got)
+	}
+	if got := str(pvc, "spec", "resources", "requests", "storage"); got != "10Gi" {
+		t.Errorf("cache size = %s, want 10Gi", got)
+	}
+	if _, ok, _ := unstructured.NestedFieldNoCopy(pvc.Object, "spec", "storageClassName"); ok {
+		t.Error("cache claim sets storageClassName; by default it should use the cluster's default class")
+	}
+	if _, ok := pvc.GetAnnotations()["helm.sh/resource-policy"]; ok {
+		t.Error("cache claim is kept on uninstall by default; cache.keep defaults to false")
+	}
+	for _, w := range []*unstructured.Unstructured{dep, ds} {
+		if got := str(w, "spec", "template", "spec", "volumes"); !strings.Contains(got, "claimName:"+pvc.GetName()) {
+			t.Errorf("%s volumes %s do not mount the cache claim %s", w.GetKind(), got, pvc.GetName())
+		}
+	}
+
+	caller := find(t, objs, "ClusterRole", "-caller")
+	if caller.GetLabels()["rbac.authorization.k8s.io/aggregate-to-edit"] != "true" {
+		t.Errorf("caller role labels %v: want aggregate-to-edit by default", caller.GetLabels())
+	}
+	if got := str(caller, "rules"); got != "[map[apiGroups:[wasm-operator.dev] resources:[wasmplugins/call] verbs:[create]]]" {
+		t.Errorf("caller role rules = %s, want create on wasmplugins/call only", got)
+	}
+}
+
+// TestHardening checks what a restricted Pod Security Standard and a security review ask of both workloads.
+func TestHardening(t *testing.T) {
+	objs, err := Render(release, ns, "-f", customValues)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []*unstructured.Unstructured{find(t, objs, "Deployment", "-controller"), find(t, objs, "DaemonSet", "-host")} {
+		pod := &unstructured.Unstructured{Object: w.Object["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)}
+		c := &unstructured.Unstructured{Object: container(t, w)}
+		for path, want := range map[string]string{
+			"securityContext.runAsNonRoot":                        "true",
+			"securityContext.runAsUser":                           "65532",
+			"securityContext.seccompProfile.type":                 "RuntimeDefault",
+			"containers.0.securityContext.readOnlyRootFilesystem": "true",
+		} {
+			var got string
+			if rest, ok := strings.CutPrefix(path, "containers.0."); ok {
+				got = str(c, strings.Split(rest, ".")...)
+			} else {
+				got = str(pod, strings.Split(path, ".")...)
+			}
+			if got != want {
+				t.Errorf("%s %s = %q, want %q", w.GetKind(), path, got, want)
+			}
+		}
+		if got := str(c, "securityContext", "allowPrivilegeEscalation"); got != "false" {
+			t.Errorf("%s allowPrivilegeEscalation = %q, want false", w.GetKind(), got)
+		}
+		if got := str(c, "securityContext", "capabilities", "drop"); got != "[ALL]" {
+			t.Errorf("%s capabilities.drop = %s, want [ALL]", w.GetKind(), got)
+		}
+		if got := str(c, "resources", "limits", "memory"); got == "" {
+			t.Errorf("%s has no memory limit", w.GetKind())
+		}
+	}
+}
+
+func TestTemplateValues(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		check func(t *testing.T, objs []*unstructured.Unstructured)
+	}{
+		{"custom values file", []string{"-f", customValues}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if k := kinds(objs); k["CustomResourceDefinition"] != 0 || k["PersistentVolumeClaim"] != 0 || k["ServiceMonitor"] != 2 {
+				t.Errorf("kinds %v: want no CRD (crds.enabled false), no claim (existingClaim), 2 ServiceMonitors", k)
+			}
+			if k := kinds(objs)["ClusterRole"]; k != 3 {
+				t.Errorf("%d ClusterRoles, want controller, host and caller only (aggregateToDefaultRoles false)", k)
+			}
+			if l := find(t, objs, "ClusterRole", "wasm-caller").GetLabels(); l["rbac.authorization.k8s.io/aggregate-to-edit"] != "" {
+				t.Errorf("caller role labels %v: aggregateToEdit is false", l)
+			}
+			dep := find(t, objs, "Deployment", "wasm-controller")
+			ds := find(t, objs, "DaemonSet", "wasm-host")
+			if got := str(dep, "spec", "replicas"); got != "3" {
+				t.Errorf("replicas = %s, want 3", got)
+			}
+			for _, w := range []*unstructured.Unstructured{dep, ds} {
+				c := container(t, w)
+				if c["image"] != "registry.example.com/platform/wasm-operator@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" || c["imagePullPolicy"] != "Always" {
+					t.Errorf("%s image %v %v, want the digest and Always", w.GetKind(), c["image"], c["imagePullPolicy"])
+				}
+				if got := str(w, "spec", "template", "spec", "volumes"); !strings.Contains(got, "claimName:shared-wasm-cache") {
+					t.Errorf("%s volumes %s, want the existing claim", w.GetKind(), got)
+				}
+				if got := str(w, "spec", "template", "spec", "imagePullSecrets"); got != "[map[name:regcred]]" {
+					t.Errorf("%s imagePullSecrets = %s", w.GetKind(), got)
+				}
+			}
+			for _, a := range []string{"--cache-dir=/cache", "--cache-max-size=8Gi", "--concurrency=16", "--gc-interval=1h",
+				"--gc-grace=72h", "--max-module-size=64Mi", "--kube-api-qps=100", "--zap-log-level=debug"} {
+				if !slices.Contains(args(t, dep), a) {
+					t.Errorf("controller args %v lack %s", args(t, dep), a)
+				}
+			}
+			if got := str(dep, "spec", "template", "spec", "serviceAccountName"); got != "wasm-ctl" {
+				t.Errorf("controller serviceAccountName = %q, want wasm-ctl", got)
+			}
+			for _, a := range []string{"--listen=:9090", "--auth=false"} {
+				if !slices.Contains(args(t, ds), a) {
+					t.Errorf("host args %v lack %s", args(t, ds), a)
+				}
+			}
+			if got := str(ds, "spec", "template", "spec", "tolerations"); !strings.Contains(got, "node-role.kubernetes.io/control-plane") {
+				t.Errorf("host tolerations = %s", got)
+			}
+			if got := str(ds, "spec", "template", "spec", "nodeSelector"); got != "map[wasm.example.com/enabled:true]" {
+				t.Errorf("host nodeSelector = %s", got)
+			}
+			if got := str(find(t, objs, "PodDisruptionBudget", "wasm-controller"), "spec"); !strings.Contains(got, "minAvailable:2") || strings.Contains(got, "maxUnavailable") {
+				t.Errorf("PDB spec %s, want minAvailable 2 only", got)
+			}
+			if got := str(find(t, objs, "Service", "wasm-host"), "spec", "ports"); !strings.Contains(got, "port:80") {
+				t.Errorf("host Service ports %s, want 80", got)
+			}
+			sm := find(t, objs, "ServiceMonitor", "wasm-host")
+			if sm.GetLabels()["release"] != "prometheus" || !strings.Contains(str(sm, "spec", "endpoints"), "interval:15s") {
+				t.Errorf("host ServiceMonitor %v %s", sm.GetLabels(), str(sm, "spec", "endpoints"))
+			}
+		}},
+		{"CRD not kept", []string{"--set", "crds.keep=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if a := find(t, objs, "CustomResourceDefinition", "wasmplugins.wasm-operator.dev").GetAnnotations(); a["helm.sh/resource-policy"] != "" {
+				t.Errorf("CRD annotations %v, want no keep policy", a)
+			}
+		}},
+		{"cache claim kept, pre-bound", []string{"--set", "cache.keep=true,cache.storageClass=-,cache.size=100Gi,cache.accessModes={ReadWriteOnce}"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			pvc := find(t, objs, "PersistentVolumeClaim", "-cache")
+			if pvc.GetAnnotations()["helm.sh/resource-policy"] != "keep" {
+				t.Errorf("claim annotations %v, want keep", pvc.GetAnnotations())
+			}
+			if sc, ok, _ := unstructured.NestedString(pvc.Object, "spec", "storageClassName"); !ok || sc != "" {
+				t.Errorf("storageClassName = %q (set %v), want \"\"", sc, ok)
+			}
+			if got := str(pvc, "spec", "resources", "requests", "storage"); got != "100Gi" {
+				t.Errorf("size = %s", got)
+			}
+		}},
+		{"storage class", []string{"--set", "cache.storageClass=nfs-client"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if got := str(find(t, objs, "PersistentVolumeClaim", "-cache"), "spec", "storageClassName"); got != "nfs-client" {
+				t.Errorf("storageClassName = %q", got)
+			}
+		}},
+		{"no hosts", []string{"--set", "host.enabled=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			for _, o := range objs {
+				if o.GetLabels()["app.kubernetes.io/component"] == "host" {
+					t.Errorf("%s %s rendered with host.enabled false", o.GetKind(), o.GetName())
+				}
+			}
+		}},
+		{"no RBAC", []string{"--set", "rbac.create=false,rbac.callerRole.create=false,rbac.aggregateToDefaultRoles=false"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			for _, o := range objs {
+				if strings.Contains(o.GetKind(), "Role") {
+					t.Errorf("%s %s rendered with rbac.create false", o.GetKind(), o.GetName())
+				}
+			}
+		}},
+		{"existing ServiceAccounts", []string{"--set", "controller.serviceAccount.create=false,controller.serviceAccount.name=ctl,host.serviceAccount.create=false,host.serviceAccount.name=hst"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if k := kinds(objs)["ServiceAccount"]; k != 0 {
+				t.Errorf("%d ServiceAccounts rendered, want 0", k)
+			}
+			sa, err := ServiceAccounts(objs)
+			if err != nil || sa != (Accounts{Namespace: ns, Controller: "ctl", Host: "hst"}) {
+				t.Errorf("ServiceAccounts = %+v, %v", sa, err)
+			}
+			if got := str(find(t, objs, "ClusterRoleBinding", "-host"), "subjects"); !strings.Contains(got, "name:hst") {
+				t.Errorf("host binding subjects %s, want hst", got)
+			}
+		}},
+		{"image tag defaults to appVersion", nil, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if img := container(t, find(t, objs, "Deployment", "-controller"))["image"]; !strings.HasPrefix(fmt.Sprint(img), "ghcr.io/wasm-operator/wasm-operator:") || strings.HasSuffix(fmt.Sprint(img), ":") {
+				t.Errorf("image = %v", img)
+			}
+		}},
+		{"image tag", []string{"--set", "image.tag=v1.2.3"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			if img := container(t, find(t, objs, "DaemonSet", "-host"))["image"]; img != "ghcr.io/wasm-operator/wasm-operator:v1.2.3" {
+				t.Errorf("image = %v", img)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs, err := Render(release, ns, tc.flags...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, objs)
+		})
+	}
+}
+
+// TestBadValues shows that values.schema.json and the templates refuse what would install a broken
+// operator, with a message that names the value.
+func TestBadValues(t *testing.T) {
+	for _, tc := range []struct {
+		set, want string
+	}{
+		{"controler.replicas=2", "additional properties 'controler' not allowed"},
+		{"image.pullPolicy=Sometimes", "at '/image/pullPolicy': value must be one of 'Always', 'IfNotPresent', 'Never'"},
+		{"image.repository=", "at '/image/repository'"},
+		{"image.digest=sha256:abc", "at '/image/digest'"},
+		{"image.tag=has space", "at '/image/tag'"},
+		{"logLevel=loud", "at '/logLevel': value must be one of 'debug', 'info', 'error'"},
+		{"crds.enabled=yes", "at '/crds/enabled': got string, want boolean"},
+		{"crds.keep=1", "at '/crds/keep': got number, want boolean"},
+		{"cache.size=ten gigs", "at '/cache/size': 'ten gigs' does not match pattern"},
+		{"cache.maxSize=lots", "at '/cache/maxSize'"},
+		{"cache.accessModes={ReadWriteSometimes}", "at '/cache/accessModes/0'"},
+		{"cache.accessModes=null", "at '/cache'"},
+		{"cache.existingClaim=Not_A_Name", "at '/cache/existingClaim'"},
+		{"cache.mountPath=relative/path", "at '/cache/mountPath'"},
+		{"controller.replicas=-1", "at '/controller/replicas': minimum: got -1, want 0"},
+		{"controller.replicas=two", "at '/controller/replicas': got string, want integer"},
+		{"controller.concurrency=0", "at '/controller/concurrency': minimum: got 0, want 1"},
+		{"controller.gcInterval=10 minutes", "at '/controller/gcInterval'"},
+		{"controller.gcGrace=1d", "at '/controller/gcGrace'"},
+		{"controller.maxModuleSize=big", "at '/controller/maxModuleSize'"},
+		{"controller.metricsPort=0", "at '/controller/metricsPort': minimum: got 0, want 1"},
+		{"host.port=70000", "at '/host/port': maximum: got 70,000, want 65,535"},
+		{"host.auth=maybe", "at '/host/auth': got string, want boolean"},
+		{"host.extraArgs={listen}", "at '/host/extraArgs/0'"},
+		{"host.updateStrategy.type=Sometimes", "at '/host/updateStrategy/type'"},
+		{"serviceMonitor.interval=often", "at '/serviceMonitor/interval'"},
+		{"rbac.callerRole.create=on", "at '/rbac/callerRole/create': got string, want boolean"},
+		{"controller.podDisruptionBudget.minAvailable=half", "at '/controller/podDisruptionBudget/minAvailable'"},
+		{"controller.replicas=2,controller.leaderElection=false", "controller.replicas > 1 needs controller.leaderElection: true"},
+		{"controller.podDisruptionBudget.minAvailable=1", "set either minAvailable or maxUnavailable, not both"},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			out, err := Template(release, ns, "--set", tc.set)
+			if err == nil {
+				t.Fatalf("rendered with %s:\n%.300s", tc.set, out)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error for %s:\n%v\nwant it to contain %q", tc.set, err, tc.want)
+			}
+		})
+	}
+}
+
+// roleRules collects the rules of every Role and ClusterRole in objs by kind and name.
+func roleRules(t *testing.T, objs []*unstructured.Unstructured) map[string][]rbacv1.PolicyRule {
+	t.Helper()
+	out := map[string][]rbacv1.PolicyRule{}
+	for _, o := range objs {
+		if o.GetKind() != "ClusterRole" && o.GetKind() != "Role" {
+			continue
+		}
+		var r rbacv1.ClusterRole
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(o.Object, &r); err != nil {
+			t.Fatal(err)
+		}
+		out[o.GetKind()+"/"+o.GetName()] = r.Rules
+	}
+	return out
+}
+
+func TestNoWildcards(t *testing.T) {
+	for _, flags := range [][]string{nil, {"-f", customValues}} {
+		objs, err := Render(release, ns, flags...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := roleRules(t, objs)
+		if len(rules) == 0 {
+			t.Fatal("no roles rendered")
+		}
+		for name, rs := range rules {
+			for _, r := range rs {
+				for _, field := range [][]string{r.APIGroups, r.Resources, r.Verbs, r.ResourceNames, r.NonResourceURLs} {
+					for _, v := range field {
+						if strings.Contains(v, "*") {
+							t.Errorf("%s has a wildcard rule: %+v", name, r)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRBACMatchesGenerated checks that each component's roles in the chart hold exactly the rules that
+// controller-gen derived from the code's RBAC markers (config/rbac/<component>/role.yaml).
+func TestRBACMatchesGenerated(t *testing.T) {
+	objs, err := Render(release, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chartRules := roleRules(t, objs)
+	files, _ := filepath.Glob(filepath.Join(RepoRoot(), "config", "rbac", "*", "role.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no config/rbac/*/role.yaml: run 'make manifests'")
+	}
+	for _, f := range files {
+		component := filepath.Base(filepath.Dir(f))
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		generated, err := Decode(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range generated {
+			key := fmt.Sprintf("%s/%s-%s", g.GetKind(), release, component)
+			want := roleRules(t, []*unstructured.Unstructured{g})[g.GetKind()+"/"+g.GetName()]
+			got, ok := chartRules[key]
+			if !ok {
+				t.Errorf("%s: the chart has no %s", f, key)
+				continue
+			}
+			if !reflect.DeepEqual(normalize(got), normalize(want)) {
+				t.Errorf("%s rules differ from %s (run 'make chart-crds'):\nchart: %+v\nconfig: %+v", key, f, got, want)
+			}
+		}
+	}
+}
+
+func normalize(rules []rbacv1.PolicyRule) []string {
+	var out []string
+	for _, r := range rules {
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					out = append(out, g+"/"+res+":"+v+fmt.Sprint(r.ResourceNames))
+				}
+			}
+		}
+		for _, u := range r.NonResourceURLs {
+			for _, v := range r.Verbs {
+				out = append(out, u+":"+v)
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// TestGeneratedCopiesCurrent checks that the chart's CRD and RBAC templates are what `make chart-crds`
+// writes from config/ now.
+func TestGeneratedCopiesCurrent(t *testing.T) {
+	root := RepoRoot()
+	cmd := exec.Command("go", "run", "-C", filepath.Join(root, "hack", "tools", "gen"), "./chartsync", "-root", root, "-check")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+}
+
+func TestServiceAccounts(t *testing.T) {
+	objs, err := Render("ops", "platform")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := ServiceAccounts(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Accounts{Namespace: "platform", Controller: "ops-wasm-operator-controller", Host: "ops-wasm-operator-host"}); sa != want {
+		t.Errorf("ServiceAccounts = %+v, want %+v", sa, want)
+	}
+	// Each is a rendered ServiceAccount, bound to its component's ClusterRole.
+	for _, name := range []string{sa.Controller, sa.Host} {
+		find(t, objs, "ServiceAccount", name)
+		b := find(t, objs, "ClusterRoleBinding", name)
+		if got := str(b, "subjects"); got != fmt.Sprintf("[map[kind:ServiceAccount name:%s namespace:platform]]", name) {
+			t.Errorf("%s subjects = %s", b.GetName(), got)
+		}
+	}
+	if got := sa.Impersonate(sa.Host).UserName; got != "system:serviceaccount:platform:ops-wasm-operator-host" {
+		t.Errorf("Impersonate user = %q", got)
+	}
+	if _, err := ServiceAccounts(nil); err == nil {
+		t.Error("ServiceAccounts of nothing: no error")
+	}
+}
