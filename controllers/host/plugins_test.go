@@ -1,0 +1,180 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/store"
+	"github.com/wasm-operator/wasm-operator/internal/testplugins"
+	"github.com/wasm-operator/wasm-operator/runtime"
+)
+
+// table is a Plugins table over a fresh store holding the named example plugins.
+type table struct {
+	*Plugins
+	digests map[string]string
+}
+
+func newTable(t *testing.T, names ...string) *table {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	st, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close(ctx) })
+	m, _ := hostapi.NewMetrics(nil)
+	tb := &table{Plugins: &Plugins{Engine: eng, Store: st, Metrics: m, Log: logr.Discard()}, digests: map[string]string{}}
+	for _, n := range names {
+		wasm, err := os.ReadFile(testplugins.Build(t, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := st.Put(wasm)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tb.digests[n] = e.Digest
+	}
+	return tb
+}
+
+func newObj(name, digest string, spec wasmv1.WasmPluginSpec) *wasmv1.WasmPlugin {
+	return &wasmv1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name}, Spec: spec,
+		Status: wasmv1.WasmPluginStatus{Artifact: &wasmv1.Artifact{Digest: digest}}}
+}
+
+func (tb *table) ensure(t *testing.T, obj *wasmv1.WasmPlugin) {
+	t.Helper()
+	if _, err := tb.Ensure(context.Background(), obj); err != nil {
+		t.Fatalf("load %s: %v", obj.Name, err)
+	}
+}
+
+func TestInvokeErrors(t *testing.T) {
+	tb := newTable(t, "greet", "misbehave")
+	tb.ensure(t, newObj("greet", tb.digests["greet"], wasmv1.WasmPluginSpec{Config: map[string]string{"greeting": "Hey"}}))
+	tb.ensure(t, newObj("misbehave", tb.digests["misbehave"], wasmv1.WasmPluginSpec{
+		Limits: &wasmv1.Limits{CallTimeout: &metav1.Duration{Duration: 300 * time.Millisecond}}}))
+	ctx := context.Background()
+
+	tests := []struct {
+		name, plugin, function, input string
+		want                          error
+		wantPluginErr                 string
+	}{
+		{"not served", "nope", "greet", "", hostapi.ErrNotServed, ""},
+		{"no such function", "greet", "nofunc", "", hostapi.ErrNoFunction, ""},
+		{"endless loop times out", "misbehave", "loop", "", hostapi.ErrTimeout, ""},
+		{"panic is a plugin error", "misbehave", "panic", "", nil, "unreachable"},
+		{"wild pointer is a plugin error", "misbehave", "oob", "load_u64", nil, "out of bounds"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tb.Invoke(ctx, "default", tt.plugin, tt.function, []byte(tt.input))
+			if tt.want != nil {
+				if !errors.Is(err, tt.want) {
+					t.Fatalf("err = %v, want %v", err, tt.want)
+				}
+			} else {
+				var pe *hostapi.PluginError
+				if !errors.As(err, &pe) || !strings.Contains(pe.Message, tt.wantPluginErr) {
+					t.Fatalf("err = %v, want a plugin error with %q", err, tt.wantPluginErr)
+				}
+			}
+			// The host is unharmed: the other plugin and the misbehaving one keep serving.
+			if out, err := tb.Invoke(ctx, "default", "greet", "greet", []byte("you")); err != nil || string(out) != "Hey, you!" {
+				t.Fatalf("greet after %s: %q, %v", tt.name, out, err)
+			}
+		})
+	}
+	e, _ := tb.Entry(types.NamespacedName{Namespace: "default", Name: "misbehave"})
+	if e.Failures < 3 || e.Calls < 3 {
+		t.Fatalf("entry counters = %d calls, %d failures; want the failed calls counted", e.Calls, e.Failures)
+	}
+}
+
+func TestInvokeSaturated(t *testing.T) {
+	tb := newTable(t, "misbehave", "greet")
+	one := int32(1)
+	tb.ensure(t, newObj("misbehave", tb.digests["misbehave"], wasmv1.WasmPluginSpec{
+		Limits: &wasmv1.Limits{CallTimeout: &metav1.Duration{Duration: 2 * time.Second}},
+		Pool:   &wasmv1.PoolSpec{MaxConcurrency: &one, AcquireTimeout: &metav1.Duration{Duration: 50 * time.Millisecond}}}))
+	ctx := context.Background()
+	busy := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		close(busy)
+		_, _ = tb.Invoke(ctx, "default", "misbehave", "loop", nil) // holds the only instance until its timeout
+	}()
+	<-busy
+	var err error
+	for {
+		// Wait until the loop holds the instance, then the next call finds the pool saturated.
+		if e, _ := tb.Entry(types.NamespacedName{Namespace: "default", Name: "misbehave"}); e.Busy == 1 {
+			_, err = tb.Invoke(ctx, "default", "misbehave", "panic", nil)
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	var se *hostapi.SaturatedError
+	if !errors.As(err, &se) || se.RetryAfter != 50*time.Millisecond {
+		t.Fatalf("err = %v, want a SaturatedError with the acquire timeout as Retry-After", err)
+	}
+	wg.Wait()
+}
+
+// TestSwapKeepsServing: a new version replaces the old one only once it loaded; a version that cannot load
+// leaves the old one serving and says why.
+func TestSwapKeepsServing(t *testing.T) {
+	tb := newTable(t, "greet", "count-vowels")
+	ctx := context.Background()
+	key := types.NamespacedName{Namespace: "default", Name: "p"}
+	tb.ensure(t, newObj("p", tb.digests["greet"], wasmv1.WasmPluginSpec{}))
+
+	missing := "sha256:" + strings.Repeat("0", 64)
+	if _, err := tb.Ensure(ctx, newObj("p", missing, wasmv1.WasmPluginSpec{})); err == nil {
+		t.Fatal("a module missing from the cache loaded")
+	}
+	e, _ := tb.Entry(key)
+	if e.Phase != wasmv1.NodePhaseFailed || e.Digest != tb.digests["greet"] ||
+		!strings.Contains(e.Message, "missing from the shared cache") || !strings.Contains(e.Message, "serving") {
+		t.Fatalf("entry after a failed load = %+v; want Failed, still serving greet, saying why", e)
+	}
+	if out, err := tb.Invoke(ctx, "default", "p", "greet", []byte("x")); err != nil || string(out) != "Hello, x!" {
+		t.Fatalf("old version stopped serving: %q %v", out, err)
+	}
+
+	tb.ensure(t, newObj("p", tb.digests["count-vowels"], wasmv1.WasmPluginSpec{Permissions: &wasmv1.Permissions{Vars: &wasmv1.VarsPermission{}}}))
+	e, _ = tb.Entry(key)
+	if e.Phase != wasmv1.NodePhaseReady || e.Digest != tb.digests["count-vowels"] || e.Message != "" {
+		t.Fatalf("entry after the swap = %+v", e)
+	}
+	if out, err := tb.Invoke(ctx, "default", "p", "count_vowels", []byte("aa")); err != nil || !strings.Contains(string(out), `"count":2`) {
+		t.Fatalf("new version: %q %v", out, err)
+	}
+	if !tb.Unload(key) {
+		t.Fatal("Unload did not find the plugin")
+	}
+	if _, err := tb.Invoke(ctx, "default", "p", "count_vowels", nil); !errors.Is(err, hostapi.ErrNotServed) {
+		t.Fatalf("after Unload: %v, want ErrNotServed", err)
+	}
+}
