@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -50,7 +53,12 @@ func run(m *testing.M) int {
 	scheme := k8sruntime.NewScheme()
 	_ = clientgoscheme.AddToScheme(scheme)
 	_ = wasmv1.AddToScheme(scheme)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
+	// The manager talks to the API server as `manager controller` does, with its client limits, and through
+	// a counter of writes for BenchmarkReconcile.
+	mcfg := rest.CopyConfig(cfg)
+	mcfg.QPS, mcfg.Burst = DefaultKubeAPIQPS, DefaultKubeAPIBurst
+	mcfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper { return &writeCounter{next: rt} }
+	mgr, err := ctrl.NewManager(mcfg, ctrl.Options{Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}})
 	if err != nil {
 		panic(err)
 	}
@@ -76,6 +84,8 @@ func run(m *testing.M) int {
 		Engine:         eng,
 		HostNamespace:  hostNS,
 		MaxModuleBytes: testMaxMod,
+
+		MaxConcurrentReconciles: DefaultConcurrency,
 	}
 	if err := reconciler.SetupWithManager(mgr); err != nil {
 		panic(err)
@@ -107,6 +117,19 @@ func zapLevel() zapcore.Level {
 		return zapcore.Level(-2)
 	}
 	return zapcore.DPanicLevel
+}
+
+// apiWrites counts the manager's writes to the API server.
+var apiWrites atomic.Int64
+
+type writeCounter struct{ next http.RoundTripper }
+
+func (w *writeCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	switch r.Method {
+	case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+		apiWrites.Add(1)
+	}
+	return w.next.RoundTrip(r)
 }
 
 // eventually polls cond until it holds or the timeout passes, then fails with the last message.

@@ -56,6 +56,16 @@ const (
 	indexSecret    = "spec.source.secrets"
 )
 
+// Client limits and parallelism of `manager controller`, above controller-runtime's defaults (20 QPS, burst
+// 30, one reconcile at a time): bringing a plugin to Ready takes two writes (finalizer, status), so 500
+// plugins applied at once by a GitOps sync need 1000 writes, which at 20 QPS take 50 s. Reconciles wait
+// on fetches and compiles, so several run at once.
+const (
+	DefaultKubeAPIQPS   = 200
+	DefaultKubeAPIBurst = 400
+	DefaultConcurrency  = 8
+)
+
 // WasmPluginReconciler brings each WasmPlugin's module to a stored, validated artifact and computes its
 // status from that and from what the node hosts report.
 type WasmPluginReconciler struct {
@@ -72,7 +82,7 @@ type WasmPluginReconciler struct {
 	HostNamespace string
 	// MaxModuleBytes caps a fetched module; 0 means source.DefaultMaxBytes.
 	MaxModuleBytes int64
-	// MaxConcurrentReconciles bounds parallel reconciles; 0 means 4.
+	// MaxConcurrentReconciles bounds parallel reconciles; 0 means DefaultConcurrency.
 	MaxConcurrentReconciles int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -107,10 +117,10 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	workers := r.MaxConcurrentReconciles
 	if workers == 0 {
-		workers = 4
+		workers = DefaultConcurrency
 	}
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&wasmv1.WasmPlugin{}).
+		For(&wasmv1.WasmPlugin{}, builder.WithPredicates(specOrStatusChanged)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexConfigMap))).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexSecret))).
 		// Hosts renew their Leases every few seconds; only a host appearing, going or changing holder
@@ -122,6 +132,15 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
+
+// specOrStatusChanged leaves out updates that change neither the spec, the status nor the deletion, such as
+// the one adding the finalizer: a reconcile for it would read the cache from before its own status write and
+// write the same status again.
+var specOrStatusChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	o, n := e.ObjectOld.(*wasmv1.WasmPlugin), e.ObjectNew.(*wasmv1.WasmPlugin)
+	return o.Generation != n.Generation || !n.DeletionTimestamp.Equal(o.DeletionTimestamp) ||
+		!equality.Semantic.DeepEqual(o.Status, n.Status)
+}}
 
 func (r *WasmPluginReconciler) referencing(index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -642,18 +661,50 @@ func (c *fetchCache) sourceOf(key string, obj *wasmv1.WasmPlugin) string {
 }
 
 // moduleCache keeps one compiled module per digest, so validating many plugins of one module compiles it
-// once.
+// once. Different digests compile at once (the engine bounds how many); plugins of a digest being compiled
+// wait for that one compilation.
 type moduleCache struct {
 	mu      sync.Mutex
-	modules map[string]*runtime.Module
+	modules map[string]*moduleEntry
+}
+
+type moduleEntry struct {
+	done chan struct{}
+	mod  *runtime.Module
+	err  error
 }
 
 func (c *moduleCache) get(ctx context.Context, digest string, eng *runtime.Engine, st *store.Store) (*runtime.Module, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if m, ok := c.modules[digest]; ok {
-		return m, nil
+	if c.modules == nil {
+		c.modules = map[string]*moduleEntry{}
 	}
+	e, ok := c.modules[digest]
+	if !ok {
+		e = &moduleEntry{done: make(chan struct{})}
+		c.modules[digest] = e
+	}
+	c.mu.Unlock()
+	if ok {
+		select {
+		case <-e.done:
+			return e.mod, e.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	e.mod, e.err = compileStored(ctx, digest, eng, st)
+	close(e.done)
+	if e.err != nil {
+		// Not kept: the next reconcile tries again (the module may be stored again, or the cause pass).
+		c.mu.Lock()
+		delete(c.modules, digest)
+		c.mu.Unlock()
+	}
+	return e.mod, e.err
+}
+
+func compileStored(ctx context.Context, digest string, eng *runtime.Engine, st *store.Store) (*runtime.Module, error) {
 	data, err := st.Get(digest)
 	if err != nil {
 		return nil, fmt.Errorf("read module %s: %w", digest, err)
@@ -662,10 +713,6 @@ func (c *moduleCache) get(ctx context.Context, digest string, eng *runtime.Engin
 	if err != nil {
 		return nil, fmt.Errorf("compile: %w", err)
 	}
-	if c.modules == nil {
-		c.modules = map[string]*runtime.Module{}
-	}
-	c.modules[digest] = m
 	return m, nil
 }
 
@@ -673,9 +720,14 @@ func (c *moduleCache) get(ctx context.Context, digest string, eng *runtime.Engin
 func (c *moduleCache) release(ctx context.Context, keep map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for d, m := range c.modules {
-		if !keep[d] {
-			_ = m.Close(ctx)
+	for d, e := range c.modules {
+		select {
+		case <-e.done:
+		default:
+			continue // still compiling
+		}
+		if !keep[d] && e.mod != nil {
+			_ = e.mod.Close(ctx)
 			delete(c.modules, d)
 		}
 	}

@@ -42,7 +42,7 @@ import (
 
 const wait = 30 * time.Second
 
-func module(t *testing.T, name string) []byte {
+func module(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(testplugins.Build(t, name))
 	if err != nil {
@@ -64,7 +64,7 @@ type moduleServer struct {
 	fail     map[string]*atomic.Int64 // path -> number of 500 answers still to give
 }
 
-func newModuleServer(t *testing.T, files map[string][]byte) *moduleServer {
+func newModuleServer(t testing.TB, files map[string][]byte) *moduleServer {
 	s := &moduleServer{files: files, requests: map[string]*atomic.Int64{}, fail: map[string]*atomic.Int64{}}
 	for p := range files {
 		s.requests[p] = &atomic.Int64{}

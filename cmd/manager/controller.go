@@ -76,11 +76,11 @@ func runController(args []string) int {
 		metricsAddr   = fs.String("metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 		probeAddr     = fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 		leaderElect   = fs.Bool("leader-elect", true, "elect one active controller among replicas")
-		workers       = fs.Int("concurrency", 4, "WasmPlugins reconciled at once")
+		workers       = fs.Int("concurrency", controllers.DefaultConcurrency, "WasmPlugins reconciled at once")
 		gcInterval    = fs.Duration("gc-interval", 10*time.Minute, "how often unreferenced modules are collected from the cache")
 		gcGrace       = fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced module stays in the cache")
-		qps           = fs.Float64("kube-api-qps", 50, "queries per second to the API server")
-		burst         = fs.Int("kube-api-burst", 100, "burst of queries to the API server")
+		qps           = fs.Float64("kube-api-qps", controllers.DefaultKubeAPIQPS, "queries per second to the API server")
+		burst         = fs.Int("kube-api-burst", controllers.DefaultKubeAPIBurst, "burst of queries to the API server")
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
 	)
