@@ -508,3 +508,101 @@ func TestParseHeaders(t *testing.T) {
 		t.Fatalf("bad line not named: %v", err)
 	}
 }
+
+// TestReferencedObjectsChange: a changed ConfigMap brings its new module; a fixed Secret lets a refused
+// fetch succeed, without touching the WasmPlugin.
+func TestReferencedObjectsChange(t *testing.T) {
+	ctx := context.Background()
+	hello, err := os.ReadFile(testplugins.SDKWasm(t, "hello.wasm"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "changing", Namespace: "default"},
+		BinaryData: map[string][]byte{"plugin.wasm": hello}}
+	if err := k8s.Create(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, cm) })
+	newPlugin(t, "from-changing-cm", wasmv1.WasmPluginSpec{Source: wasmv1.Source{ConfigMap: &wasmv1.ConfigMapSource{Name: "changing", Key: "plugin.wasm"}}})
+	waitFor(t, "from-changing-cm", wasmv1.ReasonSucceeded)
+	v2 := append(append([]byte{}, hello...), 0, 3, 1, 'v', '2') // another digest, same code
+	cm.BinaryData["plugin.wasm"] = v2
+	if err := k8s.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() (bool, string) {
+		p := get(t, "from-changing-cm")
+		return p.Status.Artifact != nil && p.Status.Artifact.Digest == digestOf(v2), fmt.Sprintf("artifact %+v", p.Status.Artifact)
+	})
+
+	greet := module(t, "greet")
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer right" {
+			http.Error(w, "who are you", http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write(greet)
+	}))
+	t.Cleanup(srv.Close)
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "creds", Namespace: "default"},
+		Data: map[string][]byte{"token": []byte("wrong")}}
+	if err := k8s.Create(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, sec) })
+	spec := httpSpec(srv.URL + "/greet.wasm")
+	spec.Source.HTTP.SecretRef = &wasmv1.LocalObjectReference{Name: "creds"}
+	newPlugin(t, "with-secret", spec)
+	p := waitFor(t, "with-secret", wasmv1.ReasonUnauthorized)
+	if !strings.Contains(readyMessage(p), "401") {
+		t.Fatalf("Ready message %q does not give the server's answer", readyMessage(p))
+	}
+	sec.Data["token"] = []byte("right")
+	if err := k8s.Update(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "with-secret", wasmv1.ReasonSucceeded)
+}
+
+func TestFetchCache(t *testing.T) {
+	var c fetchCache
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	fetches := 0
+	fetch := func() (resolved, error) { fetches++; return resolved{Digest: fmt.Sprint("d", fetches)}, nil }
+	steps := []struct {
+		name        string
+		at          time.Duration
+		interval    time.Duration
+		forget      bool
+		wantDigest  string
+		wantFetches int
+		wantDue     time.Duration
+	}{
+		{"first fetch", 0, time.Minute, false, "d1", 1, time.Minute},
+		{"within the interval: reused", 30 * time.Second, time.Minute, false, "d1", 1, 30 * time.Second},
+		{"interval passed: fetched again", 61 * time.Second, time.Minute, false, "d2", 2, time.Minute},
+		{"never refresh: reused forever", 48 * time.Hour, 0, false, "d2", 2, 0},
+		{"forgotten (module gone from the cache): fetched again", 48 * time.Hour, 0, true, "d3", 3, 0},
+	}
+	for _, s := range steps {
+		if s.forget {
+			c.forget("k")
+		}
+		at := now.Add(s.at)
+		res, err := c.do("k", at, s.interval, fetch)
+		if err != nil || res.Digest != s.wantDigest || fetches != s.wantFetches {
+			t.Fatalf("%s: got %s after %d fetches (%v), want %s after %d", s.name, res.Digest, fetches, err, s.wantDigest, s.wantFetches)
+		}
+		if due := c.dueIn("k", at, s.interval); due != s.wantDue {
+			t.Fatalf("%s: due in %s, want %s", s.name, due, s.wantDue)
+		}
+	}
+	// A failed fetch is not kept: the next reconcile tries again.
+	_, err := c.do("bad", now, time.Minute, func() (resolved, error) { return resolved{}, fmt.Errorf("boom") })
+	if err == nil {
+		t.Fatal("error lost")
+	}
+	if res, err := c.do("bad", now, time.Minute, fetch); err != nil || res.Digest != "d4" {
+		t.Fatalf("after a failure: %v %v, want a new fetch", res, err)
+	}
+}

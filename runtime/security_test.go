@@ -43,7 +43,9 @@ func newInstance(t *testing.T, p *Plugin) *Instance {
 func TestMisbehave(t *testing.T) {
 	ctx := context.Background()
 	e := newTestEngine(t)
-	limits := Limits{MaxMemoryBytes: 64 << 20, CallTimeout: 500 * time.Millisecond, MaxOutputBytes: 4 << 20}
+	// The timeout stops the endless loop; it leaves the memory bomb time to fail on its own, which under
+	// the race detector on a loaded machine takes over a second.
+	limits := Limits{MaxMemoryBytes: 64 << 20, CallTimeout: 3 * time.Second, MaxOutputBytes: 4 << 20}
 	bad := loadFile(t, e, testplugins.Build(t, "misbehave"), PluginConfig{Name: "misbehave", Limits: limits})
 	good := loadFile(t, e, testplugins.Build(t, "count-vowels"), PluginConfig{Name: "count-vowels", Limits: limits})
 	bystander := newInstance(t, good)
@@ -88,7 +90,7 @@ func TestMisbehave(t *testing.T) {
 			if c.is != nil && !errors.Is(err, c.is) {
 				t.Errorf("errors.Is(%v, %v) is false", err, c.is)
 			}
-			if elapsed := time.Since(start); elapsed > 5*time.Second {
+			if elapsed := time.Since(start); elapsed > limits.CallTimeout+5*time.Second {
 				t.Errorf("took %v to stop", elapsed)
 			}
 			if broken := inst.Err() != nil; broken != c.broken {

@@ -3,24 +3,33 @@ package v1alpha1_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/testenv"
 )
 
-var k8s client.Client
+var (
+	k8s client.Client
+	env *envtest.Environment
+)
 
 func TestMain(m *testing.M) {
-	env, cfg, err := testenv.Start()
+	var cfg *rest.Config
+	var err error
+	env, cfg, err = testenv.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -233,6 +242,44 @@ placement: {nodeSelector: {zone: a}}`)
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+// kubectl runs the control plane's kubectl as a cluster admin and returns its combined output.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	user, err := env.AddUser(envtest.User{Name: "samples-admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, err := user.Kubectl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, err := cmd.Run(args...)
+	out, _ := io.ReadAll(stdout)
+	errOut, _ := io.ReadAll(stderr)
+	if err != nil {
+		t.Fatalf("kubectl %s: %v\n%s%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return string(out)
+}
+
+// TestSamples: the samples a user starts from are accepted by the API server, and kubectl explain shows
+// the field documentation.
+func TestSamples(t *testing.T) {
+	samples := filepath.Join(testenv.RepoRoot(), "config", "samples")
+	out := kubectl(t, "apply", "--dry-run=server", "-f", samples)
+	for _, name := range []string{"small-plugin", "count-vowels", "http-fetch"} {
+		if !strings.Contains(out, "wasmplugin.wasm-operator.dev/"+name+" created (server dry run)") {
+			t.Errorf("sample %s not accepted:\n%s", name, out)
+		}
+	}
+	explain := kubectl(t, "explain", "wasmplugin.spec.pool")
+	for _, want := range []string{"maxConcurrency", "how many calls run at once on one host", "Default 10; 1 to 1024"} {
+		if !strings.Contains(explain, want) {
+			t.Errorf("kubectl explain wasmplugin.spec.pool does not show %q:\n%s", want, explain)
 		}
 	}
 }

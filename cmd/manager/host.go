@@ -120,8 +120,15 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err2 := <-errs; err == nil {
 		err = err2
 	}
+	// Both stopped: no reconcile runs any more. Leave the cluster cleanly.
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if serr := r.Shutdown(sctx); serr != nil {
+		log.Error(serr, "leave cleanly; the controller drops this node when its Lease expires")
+	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
+	log.Info("host stopped", "node", o.node)
 	return nil
 }

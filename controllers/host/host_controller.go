@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -54,7 +55,8 @@ type Reconciler struct {
 	// StatusInterval is the least time between two writes of an entry whose only change is counters.
 	StatusInterval time.Duration
 
-	synced atomic.Bool
+	synced   atomic.Bool
+	stopping atomic.Bool
 	// written holds the last entry written per plugin (without its time), so unchanged ones are not
 	// written again.
 	mu      sync.Mutex
@@ -148,7 +150,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // StatusInterval (force skips that wait).
 func (r *Reconciler) writeEntry(ctx context.Context, key types.NamespacedName, periodic bool) error {
 	e, ok := r.Plugins.Entry(key)
-	if !ok {
+	if !ok || r.stopping.Load() {
 		return nil
 	}
 	e.Name = r.Node
@@ -247,8 +249,7 @@ func (r *Reconciler) Ready() error {
 	return nil
 }
 
-// leaseKeeper holds the host's Lease, writes the counters of status entries periodically, and on shutdown
-// removes this host's entries and releases the Lease, so the controller drops the node at once.
+// leaseKeeper holds the host's Lease and writes the counters of status entries periodically.
 type leaseKeeper struct{ r *Reconciler }
 
 // NeedLeaderElection is false: every host runs its own.
@@ -268,7 +269,6 @@ func (k *leaseKeeper) Start(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			k.shutdown(log)
 			return nil
 		case <-renew.C:
 			if err := k.renew(ctx); err != nil {
@@ -315,25 +315,26 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 	return r.Update(ctx, &l)
 }
 
-// shutdown removes this host's status entries and deletes its Lease. It runs after the manager's context
-// ended, so it has a short context of its own.
-func (k *leaseKeeper) shutdown(log interface{ Error(error, string, ...any) }) {
-	r := k.r
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+// Shutdown removes this host's status entries and deletes its Lease, so the controller drops the node at
+// once instead of waiting for the Lease to expire. Call it after the manager stopped, so that no reconcile
+// writes an entry again behind it.
+func (r *Reconciler) Shutdown(ctx context.Context) error {
+	r.stopping.Store(true)
 	r.mu.Lock()
 	keys := make([]types.NamespacedName, 0, len(r.written))
 	for key := range r.written {
 		keys = append(keys, key)
 	}
 	r.mu.Unlock()
+	var errs []error
 	for _, key := range keys {
 		if err := r.removeEntry(ctx, key); err != nil {
-			log.Error(err, "remove status entry on shutdown", "plugin", key)
+			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 		}
 	}
 	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: controllers.HostLeasePrefix + r.Node, Namespace: r.Namespace}}
 	if err := r.Delete(ctx, l); err != nil && !apierrors.IsNotFound(err) {
-		log.Error(err, "release host lease")
+		errs = append(errs, fmt.Errorf("release host lease: %w", err))
 	}
+	return errors.Join(errs...)
 }

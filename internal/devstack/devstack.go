@@ -26,6 +26,7 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -68,6 +69,8 @@ type Stack struct {
 	files *http.Server
 	mu    sync.Mutex
 	procs map[string]*Process
+	// kubeconfigs are per-process kubeconfigs set with RunAs; processes without one use Kubeconfig.
+	kubeconfigs map[string]string
 }
 
 // Process is one `manager` subcommand running as its own process.
@@ -85,7 +88,7 @@ func Start(ctx context.Context, opts Options) (s *Stack, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("devstack: Options.Dir is required")
 	}
-	s = &Stack{opts: opts, procs: map[string]*Process{}, CacheDir: filepath.Join(opts.Dir, "cache")}
+	s = &Stack{opts: opts, procs: map[string]*Process{}, kubeconfigs: map[string]string{}, CacheDir: filepath.Join(opts.Dir, "cache")}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -183,7 +186,13 @@ func (s *Stack) start(name string, args ...string) (*Process, error) {
 		return nil, err
 	}
 	cmd := exec.Command(s.Manager, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+s.Kubeconfig, "POD_NAMESPACE="+Namespace)
+	s.mu.Lock()
+	kubeconfig, ok := s.kubeconfigs[name]
+	s.mu.Unlock()
+	if !ok {
+		kubeconfig = s.Kubeconfig
+	}
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "POD_NAMESPACE="+Namespace)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, pw
@@ -246,6 +255,27 @@ func (p *Process) Exited() (bool, error) {
 	default:
 		return false, nil
 	}
+}
+
+// RunAs makes the process name ("controller" or "host-<node>") reach the API server as user with groups,
+// through impersonation by the admin, so that only the RBAC bound to that user applies to it, as in a
+// cluster where it runs under its ServiceAccount.
+func (s *Stack) RunAs(name, user string, groups []string) error {
+	cfg, err := clientcmd.LoadFromFile(s.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("read the admin kubeconfig: %w", err)
+	}
+	for _, a := range cfg.AuthInfos {
+		a.Impersonate, a.ImpersonateGroups = user, groups
+	}
+	path := filepath.Join(s.opts.Dir, name+".kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.kubeconfigs[name] = path
+	s.mu.Unlock()
+	return nil
 }
 
 // LogPath is where the stack keeps a process's output.

@@ -103,17 +103,17 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CRD not Established: %v; conditions %+v", err, crd.Status.Conditions)
 	}
-	sample, err := os.ReadFile(filepath.Join(RepoRoot(), "config", "samples", "greet.yaml"))
+	sample, err := os.ReadFile(filepath.Join(RepoRoot(), "config", "samples", "configmap.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	plugins, err := Decode(sample)
 	if err != nil || len(plugins) != 1 {
-		t.Fatalf("decode the greet sample: %v (%d objects)", err, len(plugins))
+		t.Fatalf("decode the configmap sample: %v (%d objects)", err, len(plugins))
 	}
 	plugin := plugins[0]
 	if err := c.Create(ctx, plugin); err != nil {
-		t.Fatalf("create the greet sample through the chart's CRD: %v", err)
+		t.Fatalf("create the configmap sample through the chart's CRD: %v", err)
 	}
 
 	// An upgrade applies a changed value.

@@ -43,7 +43,12 @@ type node struct {
 	proc *devstack.Process
 }
 
-func TestLifecycle(t *testing.T) {
+// TestLifecycle runs the lifecycle with the processes as cluster admins.
+func TestLifecycle(t *testing.T) { lifecycle(t, nil) }
+
+// lifecycle runs a user's whole story with the operator. setup, when set, prepares the stack before any
+// manager process starts.
+func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	s, err := devstack.Start(ctx, devstack.Options{Dir: dir})
@@ -59,6 +64,9 @@ func TestLifecycle(t *testing.T) {
 			}
 		}
 	})
+	if setup != nil {
+		setup(t, s)
+	}
 	if _, err := s.StartController(); err != nil {
 		t.Fatal(err)
 	}
