@@ -37,8 +37,10 @@ func classifyFetch(err error) error {
 		reason = wasmv1.ReasonTooLarge
 	case errors.Is(err, source.ErrUnauthorized):
 		reason = wasmv1.ReasonUnauthorized
-	case errors.Is(err, source.ErrNotWasm), errors.Is(err, source.ErrInvalid):
+	case errors.Is(err, source.ErrNotWasm):
 		reason = wasmv1.ReasonInvalidModule
+	case errors.Is(err, source.ErrInvalid):
+		reason = wasmv1.ReasonInvalidSource
 	case errors.Is(err, source.ErrDigestMismatch):
 		reason = wasmv1.ReasonDigestMismatch
 	}

@@ -179,7 +179,7 @@ func (r *WasmPluginReconciler) now() time.Time {
 
 // Reconcile handles one WasmPlugin: deletion, finalizer, suspension, then the source steps (fetch, verify,
 // store, validate) and the status.
-func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	log := ctrl.LoggerFrom(ctx)
 	obj := &wasmv1.WasmPlugin{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
@@ -317,7 +317,7 @@ func (r *WasmPluginReconciler) sourceKey(ctx context.Context, obj *wasmv1.WasmPl
 		opts.http.BearerToken = strings.TrimSpace(string(sec.Data["token"]))
 		opts.http.CAPEM = sec.Data["ca.crt"]
 		if opts.http.Headers, err = parseHeaders(sec.Data["headers"]); err != nil {
-			return "", opts, stall(wasmv1.ReasonInvalidModule, "secret %s/%s key headers: %w", obj.Namespace, sec.Name, err)
+			return "", opts, stall(wasmv1.ReasonInvalidSource, "secret %s/%s key headers: %w", obj.Namespace, sec.Name, err)
 		}
 		return key + " secret " + obj.Namespace + "/" + sec.Name + "@" + sec.ResourceVersion, opts, nil
 	case src.OCI != nil:

@@ -142,8 +142,11 @@ func ComputeStatus(obj *wasmv1.WasmPlugin, o outcome, hosts []Host, now time.Tim
 	case o.Suspended && !o.Valid:
 		remove(wasmv1.ConditionStalled)
 		remove(wasmv1.ConditionReconciling)
-		set(wasmv1.ConditionReady, metav1.ConditionFalse, wasmv1.ReasonSuspended,
-			"spec.suspend is true: the current spec is not applied; set it to false to resume")
+		msg := "spec.suspend is true: the current spec is not applied; set it to false to resume"
+		if digest != "" {
+			msg += fmt.Sprintf(" (hosts keep serving %s)", ShortDigest(digest))
+		}
+		set(wasmv1.ConditionReady, metav1.ConditionFalse, wasmv1.ReasonSuspended, msg)
 		st.ObservedGeneration = gen
 
 	case !o.Valid:

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -50,9 +49,8 @@ type result struct {
 	err error
 }
 
-func sdkWasm(tb testing.TB, name string) string {
-	return filepath.Join(sdkDir(tb), "wasm", name)
-}
+// sdkWasm is a module of the Extism Go SDK's wasm/ folder, the conformance corpus.
+func sdkWasm(tb testing.TB, name string) string { return testplugins.SDKWasm(tb, name) }
 
 // conformanceCases are the SDK's tests (extism_test.go of github.com/extism/go-sdk v1.7.1) that a
 // plugin host can reproduce, and our example plugins.

@@ -47,6 +47,9 @@ const (
 	ReasonSourceNotFound = "SourceNotFound"
 	// ReasonTooLarge: the module is larger than the fetch size cap.
 	ReasonTooLarge = "TooLarge"
+	// ReasonInvalidSource: the source's settings or its Secret are malformed (a CA that is not PEM, a
+	// headers line that is not "Name: value", a pull secret that is not a dockerconfigjson).
+	ReasonInvalidSource = "InvalidSource"
 	// ReasonUnauthorized: the source refused the credentials, or they are missing.
 	ReasonUnauthorized = "Unauthorized"
 

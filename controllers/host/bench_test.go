@@ -6,72 +6,38 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
-	"github.com/wasm-operator/wasm-operator/internal/store"
-	"github.com/wasm-operator/wasm-operator/internal/testplugins"
-	"github.com/wasm-operator/wasm-operator/runtime"
 )
 
 // servePlugins loads the named example plugins into a Plugins table and serves it with the call API on
 // loopback, without authentication, as `make dev` does. It returns the base URL.
-func servePlugins(tb testing.TB, pool *wasmv1.PoolSpec, names ...string) (*Plugins, string) {
+func servePlugins(tb *testing.B, pool *wasmv1.PoolSpec, names ...string) (*Plugins, string) {
 	tb.Helper()
-	ctx := context.Background()
-	dir := tb.TempDir()
-	st, err := store.Open(dir, store.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: dir})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { _ = eng.Close(ctx) })
-	metrics, err := hostapi.NewMetrics(nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	plugins := &Plugins{Engine: eng, Store: st, Metrics: metrics, Log: logr.Discard()}
+	t := newTable(tb, names...)
 	for _, name := range names {
-		wasm, err := os.ReadFile(testplugins.Build(tb, name))
-		if err != nil {
-			tb.Fatal(err)
-		}
-		e, err := st.Put(wasm)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		obj := &wasmv1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-			Spec:   wasmv1.WasmPluginSpec{Pool: pool, Permissions: &wasmv1.Permissions{Vars: &wasmv1.VarsPermission{}}},
-			Status: wasmv1.WasmPluginStatus{Artifact: &wasmv1.Artifact{Digest: e.Digest}}}
-		if _, err := plugins.Ensure(ctx, obj); err != nil {
-			tb.Fatal(err)
-		}
+		t.ensure(tb, newObj(name, t.digests[name], wasmv1.WasmPluginSpec{Pool: pool,
+			Permissions: &wasmv1.Permissions{Vars: &wasmv1.VarsPermission{}}}))
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
 	}
-	srv, err := hostapi.New(hostapi.Options{Invoker: plugins, DisableAuth: true, Metrics: metrics, Addr: ln.Addr().String()})
+	srv, err := hostapi.New(hostapi.Options{Invoker: t.Plugins, DisableAuth: true, Metrics: t.Metrics, Addr: ln.Addr().String()})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { _ = srv.Serve(runCtx, ln); close(done) }()
+	go func() { _ = srv.Serve(ctx, ln); close(done) }()
 	tb.Cleanup(func() { cancel(); <-done })
-	return plugins, "http://" + ln.Addr().String()
+	return t.Plugins, "http://" + ln.Addr().String()
 }
 
 // serveBare serves a net/http handler that reads the body and writes a fixed answer: the HTTP ceiling.

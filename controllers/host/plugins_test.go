@@ -26,7 +26,7 @@ type table struct {
 	digests map[string]string
 }
 
-func newTable(t *testing.T, names ...string) *table {
+func newTable(t testing.TB, names ...string) *table {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -60,7 +60,7 @@ func newObj(name, digest string, spec wasmv1.WasmPluginSpec) *wasmv1.WasmPlugin 
 		Status: wasmv1.WasmPluginStatus{Artifact: &wasmv1.Artifact{Digest: digest}}}
 }
 
-func (tb *table) ensure(t *testing.T, obj *wasmv1.WasmPlugin) {
+func (tb *table) ensure(t testing.TB, obj *wasmv1.WasmPlugin) {
 	t.Helper()
 	if _, err := tb.Ensure(context.Background(), obj); err != nil {
 		t.Fatalf("load %s: %v", obj.Name, err)
