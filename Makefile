@@ -64,7 +64,7 @@ verify: ## Fail when code is unformatted, vet complains, or generated files are 
 	cp -r config $$before/config; cp api/v1alpha1/zz_generated.deepcopy.go $$before/; \
 	$(MAKE) -s generate manifests; \
 	if ! diff -r $$before/config config || ! diff $$before/zz_generated.deepcopy.go api/v1alpha1/zz_generated.deepcopy.go; then \
-		echo "generated files were stale: 'make generate manifests' has updated them; review and commit"; exit 1; fi
+		echo "generated files were stale: 'make generate manifests' has updated them; run 'make chart-crds', review and commit"; exit 1; fi
 	go run -C hack/tools/gen ./chartsync -root $(CURDIR) -check
 
 .PHONY: envtest-assets

@@ -14,6 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -220,10 +221,7 @@ func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 // source is next due for a refresh (0: never).
 func (r *WasmPluginReconciler) reconcileSource(ctx context.Context, obj *wasmv1.WasmPlugin) (outcome, time.Duration) {
 	if obj.Spec.Suspend {
-		st := obj.Status
-		valid := st.Artifact != nil && st.ObservedGeneration == obj.Generation &&
-			!conditionTrue(st.Conditions, wasmv1.ConditionStalled)
-		return outcome{Valid: valid, Suspended: true}, 0
+		return outcome{Valid: validForGeneration(obj), Suspended: true}, 0
 	}
 	art, refreshIn, err := r.resolve(ctx, obj)
 	if err == nil {
@@ -236,8 +234,26 @@ func (r *WasmPluginReconciler) reconcileSource(ctx context.Context, obj *wasmv1.
 	case errors.As(err, &se):
 		return outcome{Stall: se}, refreshIn
 	default:
-		return outcome{Transient: err}, 0
+		// A refresh that fails for a while leaves a generation that was handled as it was: the last good
+		// module keeps serving and Ready keeps saying so; FetchFailed tells of the failure.
+		return outcome{Valid: validForGeneration(obj), Transient: err}, 0
 	}
+}
+
+// validForGeneration reports whether status.artifact was validated for the current generation in an
+// earlier reconcile: the Ready condition of this generation has one of the reasons ComputeStatus gives a
+// valid artifact.
+func validForGeneration(obj *wasmv1.WasmPlugin) bool {
+	st := &obj.Status
+	ready := meta.FindStatusCondition(st.Conditions, wasmv1.ConditionReady)
+	if st.Artifact == nil || st.ObservedGeneration != obj.Generation || ready == nil || ready.ObservedGeneration != obj.Generation {
+		return false
+	}
+	switch ready.Reason {
+	case wasmv1.ReasonSucceeded, wasmv1.ReasonWaitingForNodes, wasmv1.ReasonNodesFailed:
+		return true
+	}
+	return false
 }
 
 // resolved is a module found by the source steps: stored, with its identity.

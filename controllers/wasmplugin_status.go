@@ -23,7 +23,8 @@ type Host struct {
 
 // outcome is what the source steps of one reconcile concluded about the current generation.
 type outcome struct {
-	// Valid is true when status.artifact holds a stored, validated module for the current generation.
+	// Valid is true when status.artifact holds a stored, validated module for the current generation,
+	// validated now or, when a refresh failed (Transient) or the plugin is suspended, in an earlier reconcile.
 	Valid bool
 	// Suspended is true when spec.suspend stopped the source steps.
 	Suspended bool

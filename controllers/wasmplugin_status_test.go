@@ -130,6 +130,9 @@ func TestComputeStatus(t *testing.T) {
 		{"transient failure of a new generation", withArtifact(ready("a"), ready("b")),
 			outcome{Transient: errors.New("connection refused")}, twoHosts,
 			metav1.ConditionFalse, wasmv1.ReasonFetchFailed, true, false, true, 1, "2/2", "connection refused"},
+		{"failed refresh keeps a valid generation Ready", withArtifact(ready("a"), ready("b")),
+			outcome{Valid: true, Transient: errors.New("registry answered 503")}, twoHosts,
+			metav1.ConditionTrue, wasmv1.ReasonSucceeded, false, false, true, 2, "2/2", "2/2 nodes serve"},
 		{"suspended while valid", withArtifact(ready("a")), outcome{Valid: true, Suspended: true}, []Host{{Node: "a"}},
 			metav1.ConditionTrue, wasmv1.ReasonSucceeded, false, false, false, 2, "1/1", "suspended"},
 		{"suspended before valid", wasmv1.WasmPluginStatus{}, outcome{Suspended: true}, twoHosts,
@@ -168,5 +171,31 @@ func TestComputeStatus(t *testing.T) {
 				t.Errorf("nodeSummary = %q, want %q", st.NodeSummary, tt.wantSummary)
 			}
 		})
+	}
+}
+
+func TestValidForGeneration(t *testing.T) {
+	cond := func(reason string, gen int64) []metav1.Condition {
+		return []metav1.Condition{{Type: wasmv1.ConditionReady, Reason: reason, ObservedGeneration: gen}}
+	}
+	art := &wasmv1.Artifact{Digest: digestA}
+	tests := []struct {
+		name   string
+		status wasmv1.WasmPluginStatus
+		want   bool
+	}{
+		{"ready", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonSucceeded, 2)}, true},
+		{"hosts loading", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonWaitingForNodes, 2)}, true},
+		{"older generation", wasmv1.WasmPluginStatus{ObservedGeneration: 1, Artifact: art, Conditions: cond(wasmv1.ReasonSucceeded, 1)}, false},
+		{"stalled with the last good artifact", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonInvalidModule, 2)}, false},
+		{"suspended before it was valid", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonSuspended, 2)}, false},
+		{"no artifact", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Conditions: cond(wasmv1.ReasonSucceeded, 2)}, false},
+	}
+	for _, tt := range tests {
+		obj := &wasmv1.WasmPlugin{Status: tt.status}
+		obj.Generation = 2
+		if got := validForGeneration(obj); got != tt.want {
+			t.Errorf("%s: validForGeneration = %v, want %v", tt.name, got, tt.want)
+		}
 	}
 }

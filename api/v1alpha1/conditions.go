@@ -30,8 +30,6 @@ const (
 	ReasonWaitingForNodes = "WaitingForNodes"
 	// ReasonNodesFailed: some target hosts failed to load the artifact.
 	ReasonNodesFailed = "NodesFailed"
-	// ReasonNoNodes: no live host matches placement, so nothing serves the plugin.
-	ReasonNoNodes = "NoNodes"
 	// ReasonSuspended: spec.suspend is true.
 	ReasonSuspended = "Suspended"
 

@@ -272,7 +272,7 @@ func TestTemplateValues(t *testing.T) {
 			if got := str(dep, "spec", "template", "spec", "serviceAccountName"); got != "wasm-ctl" {
 				t.Errorf("controller serviceAccountName = %q, want wasm-ctl", got)
 			}
-			for _, a := range []string{"--listen=:9090", "--auth=false"} {
+			for _, a := range []string{"--listen=:9090", "--auth=true"} {
 				if !slices.Contains(args(t, ds), a) {
 					t.Errorf("host args %v lack %s", args(t, ds), a)
 				}
@@ -392,6 +392,7 @@ func TestBadValues(t *testing.T) {
 		{"controller.metricsPort=0", "at '/controller/metricsPort': minimum: got 0, want 1"},
 		{"host.port=70000", "at '/host/port': maximum: got 70,000, want 65,535"},
 		{"host.auth=maybe", "at '/host/auth': got string, want boolean"},
+		{"host.auth=false", "at '/host/auth': value must be true"},
 		{"host.extraArgs={listen}", "at '/host/extraArgs/0'"},
 		{"host.updateStrategy.type=Sometimes", "at '/host/updateStrategy/type'"},
 		{"serviceMonitor.interval=often", "at '/serviceMonitor/interval'"},
