@@ -78,6 +78,7 @@ func (g *StoreGC) Collect(ctx context.Context) (store.GCResult, error) {
 		return res, fmt.Errorf("collect modules: %w", err)
 	}
 	r.modules.release(ctx, keep)
+	r.fetches.prune(time.Now().Add(-grace))
 	if len(res.Removed) > 0 {
 		ctrl.LoggerFrom(ctx).Info("removed unreferenced modules", "count", len(res.Removed), "entries", res.Entries, "bytes", res.Bytes)
 	}

@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -28,9 +28,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
-	"github.com/wasm-operator/wasm-operator/internal/source"
+	fetch "github.com/wasm-operator/wasm-operator/internal/source"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/runtime"
 )
@@ -75,14 +76,14 @@ type WasmPluginReconciler struct {
 	// Recorder emits Events on WasmPlugins.
 	Recorder events.EventRecorder
 	// Fetcher fetches modules from http, oci and configMap sources.
-	Fetcher *source.Fetcher
+	Fetcher *fetch.Fetcher
 	// Store is the module store on the shared cache.
 	Store *store.Store
 	// Engine compiles modules to validate them, filling the shared compiled cache for the hosts.
 	Engine *runtime.Engine
 	// HostNamespace is where the node hosts keep their Leases (the operator's namespace).
 	HostNamespace string
-	// MaxModuleBytes caps a fetched module; 0 means source.DefaultMaxBytes.
+	// MaxModuleBytes caps a fetched module; 0 means fetch.DefaultMaxBytes.
 	MaxModuleBytes int64
 	// MaxConcurrentReconciles bounds parallel reconciles; 0 means DefaultConcurrency.
 	MaxConcurrentReconciles int
@@ -91,6 +92,8 @@ type WasmPluginReconciler struct {
 
 	fetches fetchCache
 	modules moduleCache
+	hosts   hostSet
+	stalls  sync.Map // types.UID -> stallMemo
 }
 
 // SetupWithManager registers the reconciler, its indexes and its watches.
@@ -117,6 +120,10 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("index secret references: %w", err)
 	}
+	r.hosts = hostSet{client: mgr.GetClient(), namespace: r.HostNamespace, now: r.now}
+	if err := mgr.Add(&r.hosts); err != nil {
+		return err
+	}
 	workers := r.MaxConcurrentReconciles
 	if workers == 0 {
 		workers = DefaultConcurrency
@@ -125,12 +132,9 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&wasmv1.WasmPlugin{}, builder.WithPredicates(specOrStatusChanged)).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexConfigMap))).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexSecret))).
-		// Hosts renew their Leases every few seconds; only a host appearing, going or changing holder
-		// changes the target set. Expiry is caught by the requeue ComputeStatus asks for.
-		Watches(&coordinationv1.Lease{}, handler.EnqueueRequestsFromMapFunc(r.all),
-			builder.WithPredicates(hostLeases(r.HostNamespace))).
-		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.all),
-			builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// The host set (live Leases and their Nodes' labels) is watched by hostSet, which enqueues every
+		// plugin when it changes: renewals, which change nothing, cost no reconcile.
+		WatchesRawSource(source.Channel(r.hosts.events(), handler.EnqueueRequestsFromMapFunc(r.all))).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
@@ -138,11 +142,24 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // specOrStatusChanged leaves out updates that change neither the spec, the status nor the deletion, such as
 // the one adding the finalizer: a reconcile for it would read the cache from before its own status write and
 // write the same status again.
+//
+// Changes of the hosts' counters (calls, idle, busy) are left out too: they change no condition, and hosts
+// write them every few seconds.
 var specOrStatusChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	o, n := e.ObjectOld.(*wasmv1.WasmPlugin), e.ObjectNew.(*wasmv1.WasmPlugin)
 	return o.Generation != n.Generation || !n.DeletionTimestamp.Equal(o.DeletionTimestamp) ||
-		!equality.Semantic.DeepEqual(o.Status, n.Status)
+		!equality.Semantic.DeepEqual(withoutCounters(o.Status), withoutCounters(n.Status))
 }}
+
+// withoutCounters is a status with its node entries reduced to what conditions depend on.
+func withoutCounters(st wasmv1.WasmPluginStatus) wasmv1.WasmPluginStatus {
+	nodes := make([]wasmv1.NodeStatus, len(st.Nodes))
+	for i, n := range st.Nodes {
+		nodes[i] = wasmv1.NodeStatus{Name: n.Name, Digest: n.Digest, Phase: n.Phase, Message: n.Message}
+	}
+	st.Nodes = nodes
+	return st
+}
 
 func (r *WasmPluginReconciler) referencing(index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
@@ -199,7 +216,7 @@ func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 	before := obj.DeepCopy()
 	o, refreshIn := r.reconcileSource(ctx, obj)
-	hosts, expiresIn, err := r.liveHosts(ctx)
+	hosts, err := r.hosts.get(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -214,7 +231,7 @@ func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		// Returned for the controller's exponential backoff; the status already says it.
 		return ctrl.Result{}, o.Transient
 	}
-	return ctrl.Result{RequeueAfter: minPositive(refreshIn, expiresIn)}, nil
+	return ctrl.Result{RequeueAfter: refreshIn}, nil
 }
 
 // reconcileSource runs the source steps unless the plugin is suspended. It returns the outcome and when the
@@ -223,6 +240,19 @@ func (r *WasmPluginReconciler) reconcileSource(ctx context.Context, obj *wasmv1.
 	if obj.Spec.Suspend {
 		return outcome{Valid: validForGeneration(obj), Suspended: true}, 0
 	}
+	// A stall waits for the user: the source is not tried again until the spec or a referenced object
+	// changes, or its refresh interval (10m when it has none) passes.
+	refs := r.referenceVersions(ctx, obj)
+	retry := obj.Spec.GetRefreshInterval()
+	if retry == 0 {
+		retry = wasmv1.DefaultRefreshInterval
+	}
+	if m, ok := r.stalls.Load(obj.UID); ok {
+		m := m.(stallMemo)
+		if left := retry - r.now().Sub(m.at); m.generation == obj.Generation && m.refs == refs && left > 0 {
+			return outcome{Stall: m.stall}, left
+		}
+	}
 	art, refreshIn, err := r.resolve(ctx, obj)
 	if err == nil {
 		err = r.validate(ctx, obj, art)
@@ -230,14 +260,45 @@ func (r *WasmPluginReconciler) reconcileSource(ctx context.Context, obj *wasmv1.
 	var se *stallError
 	switch {
 	case err == nil:
+		r.stalls.Delete(obj.UID)
 		return outcome{Valid: true}, refreshIn
 	case errors.As(err, &se):
-		return outcome{Stall: se}, refreshIn
+		r.stalls.Store(obj.UID, stallMemo{generation: obj.Generation, refs: refs, at: r.now(), stall: se})
+		return outcome{Stall: se}, retry
 	default:
 		// A refresh that fails for a while leaves a generation that was handled as it was: the last good
 		// module keeps serving and Ready keeps saying so; FetchFailed tells of the failure.
 		return outcome{Valid: validForGeneration(obj), Transient: err}, 0
 	}
+}
+
+// stallMemo remembers why a plugin stalled, for which generation and referenced objects' versions.
+type stallMemo struct {
+	generation int64
+	refs       string
+	at         time.Time
+	stall      *stallError
+}
+
+// referenceVersions names the versions of the ConfigMap and Secret the plugin's source refers to, as the
+// cache holds them ("" for absent ones), so a change of either is noticed.
+func (r *WasmPluginReconciler) referenceVersions(ctx context.Context, obj *wasmv1.WasmPlugin) string {
+	src := obj.Spec.Source
+	version := func(o client.Object, name string) string {
+		if err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: name}, o); err != nil {
+			return "-"
+		}
+		return o.GetResourceVersion()
+	}
+	switch {
+	case src.ConfigMap != nil:
+		return "cm:" + version(&corev1.ConfigMap{}, src.ConfigMap.Name)
+	case src.HTTP != nil && src.HTTP.SecretRef != nil:
+		return "secret:" + version(&corev1.Secret{}, src.HTTP.SecretRef.Name)
+	case src.OCI != nil && src.OCI.PullSecretRef != nil:
+		return "secret:" + version(&corev1.Secret{}, src.OCI.PullSecretRef.Name)
+	}
+	return ""
 }
 
 // validForGeneration reports whether status.artifact was validated for the current generation in an
@@ -277,10 +338,14 @@ func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlug
 		return resolved{}, 0, err
 	}
 	if spec.SHA256 != "" {
+		// Content is fixed by the pin: once this source, with these credentials, gave it, it is never
+		// fetched again. A module stored for another plugin is not reused on the pin alone, so a digest
+		// is no key to a module behind credentials the plugin does not have.
 		pin := "sha256:" + spec.SHA256
-		if e, err := r.Store.Stat(pin); err == nil {
-			// Content is fixed by the pin: no refresh is ever needed.
-			return resolved{Digest: pin, Size: e.Size, Source: r.fetches.sourceOf(key, obj)}, 0, nil
+		if res, ok := r.fetches.cached(key); ok && res.Digest == pin {
+			if has, _ := r.Store.Has(pin); has {
+				return res, 0, nil
+			}
 		}
 	}
 	now := r.now()
@@ -297,7 +362,7 @@ func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlug
 			return resolved{}, 0, err
 		}
 	}
-	if err := source.CheckDigest(spec.SHA256, res.Digest); err != nil {
+	if err := fetch.CheckDigest(spec.SHA256, res.Digest); err != nil {
 		return resolved{}, 0, classifyFetch(err)
 	}
 	if spec.SHA256 != "" {
@@ -308,8 +373,8 @@ func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlug
 
 // fetchOptions carries the credentials read from a referenced Secret.
 type fetchOptions struct {
-	http source.HTTPOptions
-	oci  source.OCIOptions
+	http fetch.HTTPOptions
+	oci  fetch.OCIOptions
 }
 
 // sourceKey identifies a fetch: the source, its credentials' Secret and that Secret's version, so plugins
@@ -317,8 +382,8 @@ type fetchOptions struct {
 func (r *WasmPluginReconciler) sourceKey(ctx context.Context, obj *wasmv1.WasmPlugin) (string, fetchOptions, error) {
 	src := obj.Spec.Source
 	opts := fetchOptions{
-		http: source.HTTPOptions{MaxBytes: r.MaxModuleBytes},
-		oci:  source.OCIOptions{MaxBytes: r.MaxModuleBytes},
+		http: fetch.HTTPOptions{MaxBytes: r.MaxModuleBytes},
+		oci:  fetch.OCIOptions{MaxBytes: r.MaxModuleBytes},
 	}
 	switch {
 	case src.HTTP != nil:
@@ -393,7 +458,7 @@ func parseHeaders(b []byte) (map[string]string, error) {
 // fetch downloads the module and stores it.
 func (r *WasmPluginReconciler) fetch(ctx context.Context, obj *wasmv1.WasmPlugin, opts fetchOptions) (resolved, error) {
 	var (
-		art *source.Artifact
+		art *fetch.Artifact
 		err error
 	)
 	if h := obj.Spec.Source.HTTP; h != nil {
@@ -407,7 +472,7 @@ func (r *WasmPluginReconciler) fetch(ctx context.Context, obj *wasmv1.WasmPlugin
 	return r.put(art)
 }
 
-func (r *WasmPluginReconciler) put(art *source.Artifact) (resolved, error) {
+func (r *WasmPluginReconciler) put(art *fetch.Artifact) (resolved, error) {
 	e, err := r.Store.Put(art.Data)
 	if err != nil {
 		return resolved{}, fmt.Errorf("store module: %w", err)
@@ -430,7 +495,7 @@ func (r *WasmPluginReconciler) resolveConfigMap(ctx context.Context, obj *wasmv1
 	if err != nil {
 		return resolved{}, 0, classifyFetch(err)
 	}
-	if err := source.CheckDigest(obj.Spec.SHA256, art.Digest); err != nil {
+	if err := fetch.CheckDigest(obj.Spec.SHA256, art.Digest); err != nil {
 		return resolved{}, 0, classifyFetch(err)
 	}
 	res, err := r.put(art)
@@ -442,7 +507,9 @@ func (r *WasmPluginReconciler) resolveConfigMap(ctx context.Context, obj *wasmv1
 func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlugin, res resolved) error {
 	mod, err := r.modules.get(ctx, res.Digest, r.Engine, r.Store)
 	if err != nil {
-		if errors.Is(err, runtime.ErrInvalidModule) || errors.Is(err, store.ErrCorrupt) {
+		// A corrupt file in the cache is not the user's to fix: the store removed it, and the next
+		// reconcile fetches the module again.
+		if errors.Is(err, runtime.ErrInvalidModule) {
 			return stall(wasmv1.ReasonInvalidModule, "module %s: %w", ShortDigest(res.Digest), err)
 		}
 		return err
@@ -471,68 +538,49 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 	return nil
 }
 
-// liveHosts lists the hosts whose Lease has not expired, with their Node's labels, and says when the first
-// of those Leases expires, so the status is recomputed then.
-func (r *WasmPluginReconciler) liveHosts(ctx context.Context) ([]Host, time.Duration, error) {
-	var leases coordinationv1.LeaseList
-	if err := r.List(ctx, &leases, client.InNamespace(r.HostNamespace), client.HasLabels{HostLeaseLabel}); err != nil {
-		return nil, 0, fmt.Errorf("list host leases: %w", err)
-	}
-	now := r.now()
-	var (
-		hosts []Host
-		first time.Duration
-	)
-	for i := range leases.Items {
-		l := &leases.Items[i]
-		left, ok := leaseLeft(l, now)
-		if !ok {
-			continue
-		}
-		if first == 0 || left < first {
-			first = left
-		}
-		node := strings.TrimPrefix(l.Name, HostLeasePrefix)
-		h := Host{Node: node}
-		var n corev1.Node
-		if err := r.Get(ctx, types.NamespacedName{Name: node}, &n); err == nil {
-			h.Labels = n.Labels
-		} else if !apierrors.IsNotFound(err) {
-			return nil, 0, fmt.Errorf("read node %s: %w", node, err)
-		}
-		hosts = append(hosts, h)
-	}
-	if first > 0 {
-		first += time.Second // past the expiry, not at it
-	}
-	return hosts, first, nil
-}
-
-// leaseLeft says how long a Lease stays valid, and whether it is valid now.
-func leaseLeft(l *coordinationv1.Lease, now time.Time) (time.Duration, bool) {
-	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || l.Spec.RenewTime == nil ||
-		l.Spec.LeaseDurationSeconds == nil {
-		return 0, false
-	}
-	expires := l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second)
-	left := expires.Sub(now)
-	return left, left > 0
-}
-
-// patchStatus writes the status if it changed. Removing entries of hosts that are gone uses an optimistic
-// lock, so an entry a host writes at the same moment is not lost.
+// patchStatus writes the status if it changed. The entries of hosts that are gone are removed as their own
+// hosts remove them, by applying an empty list under the host's field manager: exactly that entry goes,
+// whatever other hosts write meanwhile, and the controller's merge patch never carries status.nodes.
 func (r *WasmPluginReconciler) patchStatus(ctx context.Context, before, obj *wasmv1.WasmPlugin) error {
-	if equality.Semantic.DeepEqual(before.Status, obj.Status) {
+	key := client.ObjectKeyFromObject(obj)
+	kept := map[string]bool{}
+	for _, n := range obj.Status.Nodes {
+		kept[n.Name] = true
+	}
+	for _, n := range before.Status.Nodes {
+		if !kept[n.Name] {
+			if err := ApplyNodeEntries(ctx, r.Client, key, n.Name, nil); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("remove the entry of gone host %s: %w", n.Name, err)
+			}
+		}
+	}
+	patched := obj.DeepCopy()
+	patched.Status.Nodes = before.Status.Nodes
+	if equality.Semantic.DeepEqual(before.Status, patched.Status) {
 		return nil
 	}
-	var patch client.Patch = client.MergeFrom(before)
-	if len(obj.Status.Nodes) != len(before.Status.Nodes) {
-		patch = client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})
-	}
-	if err := r.Status().Patch(ctx, obj, patch); err != nil {
+	if err := r.Status().Patch(ctx, patched, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patch status: %w", err)
 	}
 	return nil
+}
+
+// HostFieldManager is the server-side apply field manager under which the host of node writes its entry of
+// status.nodes.
+func HostFieldManager(node string) string { return HostLeasePrefix + node }
+
+// ApplyNodeEntries applies the status.nodes entries of node's host (one entry, or none to remove it) with
+// server-side apply under that host's field manager, leaving every other field and entry alone.
+func ApplyNodeEntries(ctx context.Context, c client.Client, key types.NamespacedName, node string, entries []any) error {
+	if entries == nil {
+		entries = []any{}
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": wasmv1.GroupVersion.String(), "kind": "WasmPlugin",
+		"metadata": map[string]any{"name": key.Name, "namespace": key.Namespace},
+		"status":   map[string]any{"nodes": entries},
+	}}
+	return c.Status().Patch(ctx, u, client.Apply, client.FieldOwner(HostFieldManager(node)), client.ForceOwnership)
 }
 
 func (r *WasmPluginReconciler) emitEvents(before, obj *wasmv1.WasmPlugin, o outcome) {
@@ -555,6 +603,7 @@ func (r *WasmPluginReconciler) emitEvents(before, obj *wasmv1.WasmPlugin, o outc
 // finalize removes the finalizer. The artifact needs no other cleanup: the store's GC finds it unreferenced
 // once no WasmPlugin names it and removes it after its grace period.
 func (r *WasmPluginReconciler) finalize(ctx context.Context, obj *wasmv1.WasmPlugin) error {
+	r.stalls.Delete(obj.UID)
 	if !controllerutil.ContainsFinalizer(obj, wasmv1.WasmPluginFinalizer) {
 		return nil
 	}
@@ -654,27 +703,36 @@ func (c *fetchCache) dueIn(key string, now time.Time, interval time.Duration) ti
 	return time.Second
 }
 
-// sourceOf is the resolved source recorded for key, or the spec's own description of it.
-func (c *fetchCache) sourceOf(key string, obj *wasmv1.WasmPlugin) string {
+// prune forgets completed fetches made before cutoff, such as those keyed by a Secret version that was
+// replaced since; a source still in use is fetched again on its next reconcile.
+func (c *fetchCache) prune(cutoff time.Time) {
 	c.mu.Lock()
-	e, ok := c.entries[key]
-	c.mu.Unlock()
-	if ok {
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
 		select {
 		case <-e.done:
-			if e.err == nil {
-				return e.res.Source
+			if e.fetched.Before(cutoff) {
+				delete(c.entries, k)
 			}
 		default:
 		}
 	}
-	if obj.Status.Artifact != nil {
-		return obj.Status.Artifact.Source
+}
+
+// cached returns what key last resolved to, when a fetch of it completed without error.
+func (c *fetchCache) cached(key string) (resolved, bool) {
+	c.mu.Lock()
+	e, ok := c.entries[key]
+	c.mu.Unlock()
+	if !ok {
+		return resolved{}, false
 	}
-	if h := obj.Spec.Source.HTTP; h != nil {
-		return h.URL
+	select {
+	case <-e.done:
+		return e.res, e.err == nil
+	default:
+		return resolved{}, false
 	}
-	return obj.Spec.Source.OCI.Image
 }
 
 // moduleCache keeps one compiled module per digest, so validating many plugins of one module compiles it
@@ -747,27 +805,5 @@ func (c *moduleCache) release(ctx context.Context, keep map[string]bool) {
 			_ = e.mod.Close(ctx)
 			delete(c.modules, d)
 		}
-	}
-}
-
-// hostLeases passes events of host Leases in ns that matter to the target set: a host appearing, going, or
-// changing holder. Renewals are left out.
-func hostLeases(ns string) predicate.Predicate {
-	isHost := func(o client.Object) bool {
-		_, ok := o.GetLabels()[HostLeaseLabel]
-		return ok && o.GetNamespace() == ns
-	}
-	return predicate.Funcs{
-		CreateFunc:  func(e event.CreateEvent) bool { return isHost(e.Object) },
-		DeleteFunc:  func(e event.DeleteEvent) bool { return isHost(e.Object) },
-		GenericFunc: func(e event.GenericEvent) bool { return false },
-		UpdateFunc: func(e event.UpdateEvent) bool {
-			if !isHost(e.ObjectNew) {
-				return false
-			}
-			o, n := e.ObjectOld.(*coordinationv1.Lease), e.ObjectNew.(*coordinationv1.Lease)
-			return !equality.Semantic.DeepEqual(o.Spec.HolderIdentity, n.Spec.HolderIdentity) ||
-				!equality.Semantic.DeepEqual(o.Spec.LeaseDurationSeconds, n.Spec.LeaseDurationSeconds)
-		},
 	}
 }

@@ -32,6 +32,7 @@ import (
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
@@ -461,12 +462,7 @@ func TestNodes(t *testing.T) {
 	// Each host reports its entry as the node host does: server-side apply under its own field manager.
 	report := func(node string) {
 		entry := map[string]any{"name": node, "digest": p.Status.Artifact.Digest, "phase": "Ready"}
-		u := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "wasm-operator.dev/v1alpha1", "kind": "WasmPlugin",
-			"metadata": map[string]any{"name": "placed", "namespace": "default"},
-			"status":   map[string]any{"nodes": []any{entry}},
-		}}
-		if err := k8s.Status().Patch(ctx, u, client.Apply, client.FieldOwner("wasm-host-"+node), client.ForceOwnership); err != nil {
+		if err := ApplyNodeEntries(ctx, k8s, client.ObjectKeyFromObject(p), node, []any{entry}); err != nil {
 			t.Fatalf("report %s: %v", node, err)
 		}
 	}
@@ -536,7 +532,9 @@ func TestReferencedObjectsChange(t *testing.T) {
 	})
 
 	greet := module(t, "greet")
+	var requests atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
 		if r.Header.Get("Authorization") != "Bearer right" {
 			http.Error(w, "who are you", http.StatusUnauthorized)
 			return
@@ -556,6 +554,16 @@ func TestReferencedObjectsChange(t *testing.T) {
 	p := waitFor(t, "with-secret", wasmv1.ReasonUnauthorized)
 	if !strings.Contains(readyMessage(p), "401") {
 		t.Fatalf("Ready message %q does not give the server's answer", readyMessage(p))
+	}
+	// Stalled waits for the user: reconciles for other reasons do not knock on the server again.
+	before := requests.Load()
+	for range 3 {
+		if _, err := reconciler.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(p)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := requests.Load(); n != before {
+		t.Fatalf("a stalled source was fetched %d more times without a change", n-before)
 	}
 	sec.Data["token"] = []byte("right")
 	if err := k8s.Update(ctx, sec); err != nil {
@@ -604,5 +612,20 @@ func TestFetchCache(t *testing.T) {
 	}
 	if res, err := c.do("bad", now, time.Minute, fetch); err != nil || res.Digest != "d4" {
 		t.Fatalf("after a failure: %v %v, want a new fetch", res, err)
+	}
+}
+
+func TestFetchCachePrune(t *testing.T) {
+	var c fetchCache
+	old, recent := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 1, 3, 0, 0, 0, 0, time.UTC)
+	ok := func() (resolved, error) { return resolved{Digest: "d"}, nil }
+	_, _ = c.do("old", old, 0, ok)
+	_, _ = c.do("recent", recent, 0, ok)
+	c.prune(old.Add(24 * time.Hour))
+	if _, found := c.cached("old"); found {
+		t.Error("an entry older than the cutoff was kept")
+	}
+	if _, found := c.cached("recent"); !found {
+		t.Error("a recent entry was pruned")
 	}
 }

@@ -113,10 +113,15 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 		return err
 	}
 	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth)
+	// The call API and the manager live and die together: a host that cannot serve calls must not keep
+	// its Lease and report Ready entries.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	errs := make(chan error, 2)
 	go func() { errs <- srv.Run(ctx) }()
 	go func() { errs <- mgr.Start(ctx) }()
 	err = <-errs
+	cancel()
 	if err2 := <-errs; err == nil {
 		err = err2
 	}

@@ -10,15 +10,17 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -57,19 +59,11 @@ type Reconciler struct {
 
 	synced   atomic.Bool
 	stopping atomic.Bool
-	// written holds the last entry written per plugin (without its time), so unchanged ones are not
-	// written again.
+	writeMu  sync.Mutex // serialises status entry writes
+	// written holds when each plugin's entry was last written, to space out counter-only writes.
 	mu      sync.Mutex
-	written map[types.NamespacedName]writtenEntry
+	written map[types.NamespacedName]time.Time
 }
-
-type writtenEntry struct {
-	entry wasmv1.NodeStatus
-	at    time.Time
-}
-
-// FieldManager is the server-side apply field manager of this host's status entries.
-func (r *Reconciler) FieldManager() string { return controllers.HostLeasePrefix + r.Node }
 
 // SetupWithManager registers the reconciler, the Lease keeper and the status loop.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
@@ -82,13 +76,30 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	isOwnNode := predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == r.Node })
 	if err := ctrl.NewControllerManagedBy(mgr).
 		Named("host").
-		For(&wasmv1.WasmPlugin{}).
+		For(&wasmv1.WasmPlugin{}, builder.WithPredicates(r.relevant())).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4}).
 		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.nodeChanged),
 			builder.WithPredicates(isOwnNode)).
 		Complete(r); err != nil {
 		return err
 	}
 	return mgr.Add(&leaseKeeper{r: r})
+}
+
+// relevant passes the WasmPlugin updates a host acts on: a new generation, a new artifact, a deletion, or a
+// change of this host's own entry made by someone else (its removal). Other hosts' counters are left out, so
+// status traffic does not grow with the square of the number of nodes.
+func (r *Reconciler) relevant() predicate.Predicate {
+	return predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+		o, n := e.ObjectOld.(*wasmv1.WasmPlugin), e.ObjectNew.(*wasmv1.WasmPlugin)
+		if o.Generation != n.Generation || !n.DeletionTimestamp.Equal(o.DeletionTimestamp) ||
+			!equality.Semantic.DeepEqual(o.Status.Artifact, n.Status.Artifact) {
+			return true
+		}
+		oe, of := ownEntry(o.Status.Nodes, r.Node)
+		ne, nf := ownEntry(n.Status.Nodes, r.Node)
+		return of != nf || !countersOnly(oe, ne)
+	}}
 }
 
 // nodeChanged re-evaluates the placement of every plugin when the node's labels may have changed.
@@ -130,9 +141,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, err
 	}
 	if !obj.DeletionTimestamp.IsZero() || !placed {
-		if r.Plugins.Unload(req.NamespacedName) || r.hasWritten(req.NamespacedName) {
+		r.Plugins.Unload(req.NamespacedName)
+		if _, found := ownEntry(obj.Status.Nodes, r.Node); found {
 			return ctrl.Result{}, r.removeEntry(ctx, req.NamespacedName)
 		}
+		r.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	if obj.Status.Artifact == nil {
@@ -146,23 +159,33 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	return ctrl.Result{}, loadErr
 }
 
-// writeEntry applies the plugin's entry when it changed, or, when only its counters changed, at most every
-// StatusInterval (force skips that wait).
+// writeEntry applies the plugin's entry when what the object holds for this node differs from it (the
+// entry was never written, or was removed, for instance by the controller while this host's Lease had
+// expired), or, when only its counters differ, at most every StatusInterval (periodic writes only). Writes are
+// serialised, so the reconciler and the status loop never race on one entry.
 func (r *Reconciler) writeEntry(ctx context.Context, key types.NamespacedName, periodic bool) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
 	e, ok := r.Plugins.Entry(key)
 	if !ok || r.stopping.Load() {
 		return nil
 	}
 	e.Name = r.Node
-	now := time.Now()
-	r.mu.Lock()
-	last, had := r.written[key]
-	r.mu.Unlock()
-	if had && sameEntry(last.entry, e) {
-		return nil
+	var obj wasmv1.WasmPlugin
+	if err := r.Get(ctx, key, &obj); err != nil {
+		return client.IgnoreNotFound(err)
 	}
-	if had && countersOnly(last.entry, e) && (!periodic || now.Sub(last.at) < r.StatusInterval) {
-		return nil
+	now := time.Now()
+	if cur, found := ownEntry(obj.Status.Nodes, r.Node); found {
+		if sameEntry(cur, e) {
+			return nil
+		}
+		r.mu.Lock()
+		last := r.written[key]
+		r.mu.Unlock()
+		if countersOnly(cur, e) && (!periodic || now.Sub(last) < r.StatusInterval) {
+			return nil
+		}
 	}
 	t := metav1.NewTime(now)
 	e.LastUpdateTime = &t
@@ -172,14 +195,22 @@ func (r *Reconciler) writeEntry(ctx context.Context, key types.NamespacedName, p
 		}
 		return fmt.Errorf("write status entry: %w", err)
 	}
-	e.LastUpdateTime = nil
 	r.mu.Lock()
 	if r.written == nil {
-		r.written = map[types.NamespacedName]writtenEntry{}
+		r.written = map[types.NamespacedName]time.Time{}
 	}
-	r.written[key] = writtenEntry{entry: e, at: now}
+	r.written[key] = now
 	r.mu.Unlock()
 	return nil
+}
+
+func ownEntry(nodes []wasmv1.NodeStatus, node string) (wasmv1.NodeStatus, bool) {
+	for _, n := range nodes {
+		if n.Name == node {
+			return n, true
+		}
+	}
+	return wasmv1.NodeStatus{}, false
 }
 
 // sameEntry compares entries without their time.
@@ -208,19 +239,15 @@ func entryMap(e wasmv1.NodeStatus) map[string]any {
 	return m
 }
 
-// apply writes this host's entries of status.nodes with server-side apply under the host's own field
-// manager: the entries of other hosts and the controller's fields are left alone, and an empty list removes
-// this host's entry.
+// apply writes this host's entries of status.nodes under its own field manager: the entries of other hosts
+// and the controller's fields are left alone, and an empty list removes this host's entry.
 func (r *Reconciler) apply(ctx context.Context, key types.NamespacedName, nodes []any) error {
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": wasmv1.GroupVersion.String(), "kind": "WasmPlugin",
-		"metadata": map[string]any{"name": key.Name, "namespace": key.Namespace},
-		"status":   map[string]any{"nodes": nodes},
-	}}
-	return r.Status().Patch(ctx, u, client.Apply, client.FieldOwner(r.FieldManager()), client.ForceOwnership)
+	return controllers.ApplyNodeEntries(ctx, r.Client, key, r.Node, nodes)
 }
 
 func (r *Reconciler) removeEntry(ctx context.Context, key types.NamespacedName) error {
+	r.writeMu.Lock()
+	defer r.writeMu.Unlock()
 	if err := r.apply(ctx, key, []any{}); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove status entry: %w", err)
 	}
@@ -234,14 +261,7 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 	r.mu.Unlock()
 }
 
-func (r *Reconciler) hasWritten(key types.NamespacedName) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	_, ok := r.written[key]
-	return ok
-}
-
-// Ready reports whether the host holds its Lease and has seen the plugins once.
+// Ready reports whether the host has registered its Lease, so the controller counts it.
 func (r *Reconciler) Ready() error {
 	if !r.synced.Load() {
 		return fmt.Errorf("host %s: not yet registered", r.Node)
@@ -320,10 +340,12 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 // writes an entry again behind it.
 func (r *Reconciler) Shutdown(ctx context.Context) error {
 	r.stopping.Store(true)
+	keys := r.Plugins.Keys()
 	r.mu.Lock()
-	keys := make([]types.NamespacedName, 0, len(r.written))
 	for key := range r.written {
-		keys = append(keys, key)
+		if r.Plugins.get(key) == nil {
+			keys = append(keys, key)
+		}
 	}
 	r.mu.Unlock()
 	var errs []error

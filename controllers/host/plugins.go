@@ -120,7 +120,15 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) (changed b
 			h.Metrics.LoadFailures.WithLabelValues(obj.Namespace, obj.Name).Inc()
 		}
 		msg := fmt.Sprintf("load %s: %v", controllers.ShortDigest(digest), err)
-		if cur := p.cur.Load(); cur != nil {
+		var ie *runtime.ImportError
+		if errors.As(err, &ie) || errors.Is(err, runtime.ErrMemoryLimit) {
+			// The spec now forbids what the old version is allowed (a permission revoked, a limit
+			// lowered): serving it would keep a grant the user took back.
+			if old := p.cur.Swap(nil); old != nil {
+				go h.retire(old)
+				msg += "; stopped serving " + controllers.ShortDigest(old.digest) + ", which the new spec does not allow"
+			}
+		} else if cur := p.cur.Load(); cur != nil {
 			msg += "; serving " + controllers.ShortDigest(cur.digest)
 		}
 		p.setPhase(wasmv1.NodePhaseFailed, msg)

@@ -178,3 +178,26 @@ func TestSwapKeepsServing(t *testing.T) {
 		t.Fatalf("after Unload: %v, want ErrNotServed", err)
 	}
 }
+
+// TestRevokedPermissionStopsServing: when the spec takes a permission back, the old version, which holds
+// the grant, stops serving instead of keeping it.
+func TestRevokedPermissionStopsServing(t *testing.T) {
+	tb := newTable(t, "counter")
+	ctx := context.Background()
+	granted := wasmv1.WasmPluginSpec{Permissions: &wasmv1.Permissions{Vars: &wasmv1.VarsPermission{}}}
+	tb.ensure(t, newObj("c", tb.digests["counter"], granted))
+	if out, err := tb.Invoke(ctx, "default", "c", "increment", nil); err != nil || string(out) != "1" {
+		t.Fatalf("increment: %q %v", out, err)
+	}
+	if _, err := tb.Ensure(ctx, newObj("c", tb.digests["counter"], wasmv1.WasmPluginSpec{})); err == nil {
+		t.Fatal("a module needing vars loaded without the vars permission")
+	}
+	if _, err := tb.Invoke(ctx, "default", "c", "increment", nil); !errors.Is(err, hostapi.ErrNotServed) {
+		t.Fatalf("after the permission was revoked: %v, want ErrNotServed", err)
+	}
+	e, _ := tb.Entry(types.NamespacedName{Namespace: "default", Name: "c"})
+	if e.Phase != wasmv1.NodePhaseFailed || e.Digest != "" || !strings.Contains(e.Message, "needs permissions.vars") ||
+		!strings.Contains(e.Message, "stopped serving") {
+		t.Fatalf("entry = %+v", e)
+	}
+}

@@ -84,11 +84,11 @@ type Process struct {
 
 // Start starts the control plane, installs the CRD, builds the manager and the example plugins and serves
 // them. It starts no manager process: see StartController and StartHost.
-func Start(ctx context.Context, opts Options) (s *Stack, err error) {
+func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if opts.Dir == "" {
 		return nil, errors.New("devstack: Options.Dir is required")
 	}
-	s = &Stack{opts: opts, procs: map[string]*Process{}, kubeconfigs: map[string]string{}, CacheDir: filepath.Join(opts.Dir, "cache")}
+	s := &Stack{opts: opts, procs: map[string]*Process{}, kubeconfigs: map[string]string{}, CacheDir: filepath.Join(opts.Dir, "cache")}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -210,6 +210,8 @@ func (s *Stack) start(name string, args ...string) (*Process, error) {
 				fmt.Fprintf(s.opts.Log, "[%s] %s\n", name, sc.Text())
 			}
 		}
+		// A line too long to scan: keep the rest as it comes, so the process never blocks on its output.
+		_, _ = io.Copy(logf, pr)
 		logf.Close()
 	}()
 	go func() {
