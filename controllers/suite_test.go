@@ -78,6 +78,7 @@ func run(m *testing.M) int {
 	}
 	reconciler = &WasmPluginReconciler{
 		Client:         mgr.GetClient(),
+		APIReader:      mgr.GetAPIReader(),
 		Recorder:       mgr.GetEventRecorder("wasm-operator-controller"),
 		Fetcher:        &source.Fetcher{},
 		Store:          st,

@@ -73,6 +73,9 @@ const (
 // status from that and from what the node hosts report.
 type WasmPluginReconciler struct {
 	client.Client
+	// APIReader reads Secrets and ConfigMap contents from the API server when a fetch needs them; the
+	// cache holds only their metadata.
+	APIReader client.Reader
 	// Recorder emits Events on WasmPlugins.
 	Recorder events.EventRecorder
 	// Fetcher fetches modules from http, oci and configMap sources.
@@ -130,8 +133,10 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&wasmv1.WasmPlugin{}, builder.WithPredicates(specOrStatusChanged)).
-		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexConfigMap))).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexSecret))).
+		// Metadata only: a change is noticed by its resourceVersion, and no Secret or ConfigMap content of
+		// the cluster is held in memory.
+		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexConfigMap)), builder.OnlyMetadata).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(indexSecret)), builder.OnlyMetadata).
 		// The host set (live Leases and their Nodes' labels) is watched by hostSet, which enqueues every
 		// plugin when it changes: renewals, which change nothing, cost no reconcile.
 		WatchesRawSource(source.Channel(r.hosts.events(), handler.EnqueueRequestsFromMapFunc(r.all))).
@@ -281,22 +286,23 @@ type stallMemo struct {
 }
 
 // referenceVersions names the versions of the ConfigMap and Secret the plugin's source refers to, as the
-// cache holds them ("" for absent ones), so a change of either is noticed.
+// metadata cache holds them ("-" for absent ones), so a change of either is noticed.
 func (r *WasmPluginReconciler) referenceVersions(ctx context.Context, obj *wasmv1.WasmPlugin) string {
 	src := obj.Spec.Source
-	version := func(o client.Object, name string) string {
-		if err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: name}, o); err != nil {
+	version := func(kind, name string) string {
+		rv, err := r.metadataVersion(ctx, kind, obj.Namespace, name)
+		if err != nil {
 			return "-"
 		}
-		return o.GetResourceVersion()
+		return kind + ":" + rv
 	}
 	switch {
 	case src.ConfigMap != nil:
-		return "cm:" + version(&corev1.ConfigMap{}, src.ConfigMap.Name)
+		return version("ConfigMap", src.ConfigMap.Name)
 	case src.HTTP != nil && src.HTTP.SecretRef != nil:
-		return "secret:" + version(&corev1.Secret{}, src.HTTP.SecretRef.Name)
+		return version("Secret", src.HTTP.SecretRef.Name)
 	case src.OCI != nil && src.OCI.PullSecretRef != nil:
-		return "secret:" + version(&corev1.Secret{}, src.OCI.PullSecretRef.Name)
+		return version("Secret", src.OCI.PullSecretRef.Name)
 	}
 	return ""
 }
@@ -333,7 +339,7 @@ func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlug
 		return r.resolveConfigMap(ctx, obj)
 	}
 	interval := spec.GetRefreshInterval()
-	key, opts, err := r.sourceKey(ctx, obj)
+	key, err := r.sourceKey(ctx, obj)
 	if err != nil {
 		return resolved{}, 0, err
 	}
@@ -350,7 +356,7 @@ func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlug
 	}
 	now := r.now()
 	res, err := r.fetches.do(key, now, interval, func() (resolved, error) {
-		return r.fetch(ctx, obj, opts)
+		return r.fetch(ctx, obj)
 	})
 	if err != nil {
 		return resolved{}, 0, err
@@ -358,7 +364,7 @@ func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlug
 	if ok, _ := r.Store.Has(res.Digest); !ok {
 		// Removed from the cache since (GC, a host found it corrupt): fetch again now.
 		r.fetches.forget(key)
-		if res, err = r.fetches.do(key, now, interval, func() (resolved, error) { return r.fetch(ctx, obj, opts) }); err != nil {
+		if res, err = r.fetches.do(key, now, interval, func() (resolved, error) { return r.fetch(ctx, obj) }); err != nil {
 			return resolved{}, 0, err
 		}
 	}
@@ -377,54 +383,93 @@ type fetchOptions struct {
 	oci  fetch.OCIOptions
 }
 
-// sourceKey identifies a fetch: the source, its credentials' Secret and that Secret's version, so plugins
-// with the same source share one fetch and a changed Secret causes a new one.
-func (r *WasmPluginReconciler) sourceKey(ctx context.Context, obj *wasmv1.WasmPlugin) (string, fetchOptions, error) {
+// sourceKey identifies a fetch: the source, and the Secret of its credentials at its current version (read
+// from the metadata cache), so plugins with the same source share one fetch and a changed Secret causes a
+// new one.
+func (r *WasmPluginReconciler) sourceKey(ctx context.Context, obj *wasmv1.WasmPlugin) (string, error) {
+	src := obj.Spec.Source
+	var key, secret string
+	switch {
+	case src.HTTP != nil:
+		key = "http " + src.HTTP.URL
+		if src.HTTP.SecretRef != nil {
+			secret = src.HTTP.SecretRef.Name
+		}
+	case src.OCI != nil:
+		key = fmt.Sprintf("oci %s insecure=%t", src.OCI.Image, src.OCI.Insecure)
+		if src.OCI.PullSecretRef != nil {
+			secret = src.OCI.PullSecretRef.Name
+		}
+	default:
+		return "", stall(wasmv1.ReasonSourceNotFound, "spec.source sets no source: set one of http, oci or configMap")
+	}
+	if secret == "" {
+		return key, nil
+	}
+	rv, err := r.metadataVersion(ctx, "Secret", obj.Namespace, secret)
+	if err != nil {
+		return "", err
+	}
+	return key + " secret " + obj.Namespace + "/" + secret + "@" + rv, nil
+}
+
+// metadataVersion is the resourceVersion of a ConfigMap or Secret from the metadata-only cache: the
+// controller watches them to notice changes without holding their contents in memory.
+func (r *WasmPluginReconciler) metadataVersion(ctx context.Context, kind, ns, name string) (string, error) {
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(kind))
+	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, m)
+	if apierrors.IsNotFound(err) {
+		return "", stall(wasmv1.ReasonSourceNotFound, "%s %s/%s does not exist: create it or fix the reference",
+			strings.ToLower(kind), ns, name)
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s %s/%s: %w", strings.ToLower(kind), ns, name, err)
+	}
+	return m.ResourceVersion, nil
+}
+
+// readFetchOptions reads the credentials of the plugin's source from its Secret, from the API server: only
+// when a fetch happens.
+func (r *WasmPluginReconciler) readFetchOptions(ctx context.Context, obj *wasmv1.WasmPlugin) (fetchOptions, error) {
 	src := obj.Spec.Source
 	opts := fetchOptions{
 		http: fetch.HTTPOptions{MaxBytes: r.MaxModuleBytes},
 		oci:  fetch.OCIOptions{MaxBytes: r.MaxModuleBytes},
 	}
 	switch {
-	case src.HTTP != nil:
-		key := "http " + src.HTTP.URL
-		if src.HTTP.SecretRef == nil {
-			return key, opts, nil
-		}
+	case src.HTTP != nil && src.HTTP.SecretRef != nil:
 		sec, err := r.secret(ctx, obj.Namespace, src.HTTP.SecretRef.Name)
 		if err != nil {
-			return "", opts, err
+			return opts, err
 		}
 		opts.http.BearerToken = strings.TrimSpace(string(sec.Data["token"]))
 		opts.http.CAPEM = sec.Data["ca.crt"]
 		if opts.http.Headers, err = parseHeaders(sec.Data["headers"]); err != nil {
-			return "", opts, stall(wasmv1.ReasonInvalidSource, "secret %s/%s key headers: %w", obj.Namespace, sec.Name, err)
+			return opts, stall(wasmv1.ReasonInvalidSource, "secret %s/%s key headers: %w", obj.Namespace, sec.Name, err)
 		}
-		return key + " secret " + obj.Namespace + "/" + sec.Name + "@" + sec.ResourceVersion, opts, nil
 	case src.OCI != nil:
-		key := fmt.Sprintf("oci %s insecure=%t", src.OCI.Image, src.OCI.Insecure)
 		opts.oci.Insecure = src.OCI.Insecure
 		if src.OCI.PullSecretRef == nil {
-			return key, opts, nil
+			break
 		}
 		sec, err := r.secret(ctx, obj.Namespace, src.OCI.PullSecretRef.Name)
 		if err != nil {
-			return "", opts, err
+			return opts, err
 		}
 		opts.oci.DockerConfigJSON = sec.Data[corev1.DockerConfigJsonKey]
 		if len(opts.oci.DockerConfigJSON) == 0 {
-			return "", opts, stall(wasmv1.ReasonUnauthorized,
+			return opts, stall(wasmv1.ReasonUnauthorized,
 				"pull secret %s/%s has no %s key: create it with kubectl create secret docker-registry",
 				obj.Namespace, sec.Name, corev1.DockerConfigJsonKey)
 		}
-		return key + " secret " + obj.Namespace + "/" + sec.Name + "@" + sec.ResourceVersion, opts, nil
 	}
-	return "", opts, stall(wasmv1.ReasonSourceNotFound, "spec.source sets no source: set one of http, oci or configMap")
+	return opts, nil
 }
 
 func (r *WasmPluginReconciler) secret(ctx context.Context, ns, name string) (*corev1.Secret, error) {
 	var sec corev1.Secret
-	err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &sec)
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &sec)
 	if apierrors.IsNotFound(err) {
 		return nil, stall(wasmv1.ReasonSourceNotFound, "secret %s/%s does not exist: create it or fix the reference", ns, name)
 	}
@@ -456,11 +501,12 @@ func parseHeaders(b []byte) (map[string]string, error) {
 }
 
 // fetch downloads the module and stores it.
-func (r *WasmPluginReconciler) fetch(ctx context.Context, obj *wasmv1.WasmPlugin, opts fetchOptions) (resolved, error) {
-	var (
-		art *fetch.Artifact
-		err error
-	)
+func (r *WasmPluginReconciler) fetch(ctx context.Context, obj *wasmv1.WasmPlugin) (resolved, error) {
+	opts, err := r.readFetchOptions(ctx, obj)
+	if err != nil {
+		return resolved{}, err
+	}
+	var art *fetch.Artifact
 	if h := obj.Spec.Source.HTTP; h != nil {
 		art, err = r.Fetcher.HTTP(ctx, h.URL, opts.http)
 	} else {
@@ -480,26 +526,41 @@ func (r *WasmPluginReconciler) put(art *fetch.Artifact) (resolved, error) {
 	return resolved{Digest: e.Digest, Size: e.Size, Source: art.Source}, nil
 }
 
+// resolveConfigMap reads the module from the ConfigMap when its version changed since it was last read (the
+// fetch cache is keyed by it), so an unchanged ConfigMap is not read again.
 func (r *WasmPluginReconciler) resolveConfigMap(ctx context.Context, obj *wasmv1.WasmPlugin) (resolved, time.Duration, error) {
 	ref := obj.Spec.Source.ConfigMap
-	var cm corev1.ConfigMap
-	err := r.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: ref.Name}, &cm)
-	if apierrors.IsNotFound(err) {
-		return resolved{}, 0, stall(wasmv1.ReasonSourceNotFound,
-			"configmap %s/%s does not exist: create it with the module under binaryData key %q", obj.Namespace, ref.Name, ref.Key)
-	}
+	rv, err := r.metadataVersion(ctx, "ConfigMap", obj.Namespace, ref.Name)
 	if err != nil {
-		return resolved{}, 0, fmt.Errorf("read configmap %s/%s: %w", obj.Namespace, ref.Name, err)
+		return resolved{}, 0, err
 	}
-	art, err := r.Fetcher.ConfigMap(obj.Namespace+"/"+ref.Name, cm.BinaryData, cm.Data, ref.Key)
+	key := fmt.Sprintf("configmap %s/%s@%s#%s", obj.Namespace, ref.Name, rv, ref.Key)
+	res, err := r.fetches.do(key, r.now(), 0, func() (resolved, error) {
+		var cm corev1.ConfigMap
+		if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: obj.Namespace, Name: ref.Name}, &cm); err != nil {
+			if apierrors.IsNotFound(err) {
+				return resolved{}, stall(wasmv1.ReasonSourceNotFound,
+					"configmap %s/%s does not exist: create it with the module under binaryData key %q", obj.Namespace, ref.Name, ref.Key)
+			}
+			return resolved{}, fmt.Errorf("read configmap %s/%s: %w", obj.Namespace, ref.Name, err)
+		}
+		art, err := r.Fetcher.ConfigMap(obj.Namespace+"/"+ref.Name, cm.BinaryData, cm.Data, ref.Key)
+		if err != nil {
+			return resolved{}, classifyFetch(err)
+		}
+		return r.put(art)
+	})
 	if err != nil {
+		return resolved{}, 0, err
+	}
+	if has, _ := r.Store.Has(res.Digest); !has {
+		r.fetches.forget(key) // removed from the cache since: read it again on the next reconcile
+		return resolved{}, 0, fmt.Errorf("module %s of configmap %s/%s left the cache; storing it again", ShortDigest(res.Digest), obj.Namespace, ref.Name)
+	}
+	if err := fetch.CheckDigest(obj.Spec.SHA256, res.Digest); err != nil {
 		return resolved{}, 0, classifyFetch(err)
 	}
-	if err := fetch.CheckDigest(obj.Spec.SHA256, art.Digest); err != nil {
-		return resolved{}, 0, classifyFetch(err)
-	}
-	res, err := r.put(art)
-	return res, 0, err
+	return res, 0, nil
 }
 
 // validate compiles the module (once per digest), checks it against the plugin's permissions and limits,

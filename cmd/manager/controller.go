@@ -147,6 +147,7 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	defer eng.Close(context.Background())
 	r := &controllers.WasmPluginReconciler{
 		Client:                  mgr.GetClient(),
+		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("wasm-operator-controller"),
 		Fetcher:                 &source.Fetcher{Metrics: fm},
 		Store:                   st,
