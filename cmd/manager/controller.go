@@ -132,19 +132,15 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, err := store.Open(o.cacheDir, store.Options{Registerer: metrics.Registry})
+	st, eng, err := openCache(ctx, o.cacheDir, store.Options{Registerer: metrics.Registry})
 	if err != nil {
-		return fmt.Errorf("open the module cache: %w", err)
+		return err
 	}
+	defer eng.Close(context.Background())
 	fm, err := source.NewMetrics(metrics.Registry)
 	if err != nil {
 		return fmt.Errorf("register fetch metrics: %w", err)
 	}
-	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: o.cacheDir})
-	if err != nil {
-		return fmt.Errorf("start the wasm engine: %w", err)
-	}
-	defer eng.Close(context.Background())
 	r := &controllers.WasmPluginReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
@@ -170,4 +166,18 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	}
 	log.Info("starting controller", "cacheDir", o.cacheDir, "namespace", o.namespace, "leaderElect", o.leaderElect)
 	return mgr.Start(ctx)
+}
+
+// openCache opens the module store and a wasm engine compiling into the same shared cache folder, as the
+// controller and the hosts both do.
+func openCache(ctx context.Context, dir string, opts store.Options) (*store.Store, *runtime.Engine, error) {
+	st, err := store.Open(dir, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open the module cache: %w", err)
+	}
+	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: dir})
+	if err != nil {
+		return nil, nil, fmt.Errorf("start the wasm engine: %w", err)
+	}
+	return st, eng, nil
 }

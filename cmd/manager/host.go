@@ -23,7 +23,6 @@ import (
 	"github.com/wasm-operator/wasm-operator/controllers/host"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
 	"github.com/wasm-operator/wasm-operator/internal/store"
-	"github.com/wasm-operator/wasm-operator/runtime"
 )
 
 func init() {
@@ -81,13 +80,9 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, err := store.Open(o.cacheDir, store.Options{})
+	st, eng, err := openCache(ctx, o.cacheDir, store.Options{})
 	if err != nil {
-		return fmt.Errorf("open the module cache: %w", err)
-	}
-	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: o.cacheDir})
-	if err != nil {
-		return fmt.Errorf("start the wasm engine: %w", err)
+		return err
 	}
 	defer eng.Close(context.Background())
 	hm, err := hostapi.NewMetrics(metrics.Registry)
