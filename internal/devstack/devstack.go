@@ -146,11 +146,16 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	if err := s.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: Namespace}}); err != nil {
 		return nil, fmt.Errorf("create namespace %s: %w", Namespace, err)
 	}
-	// What the chart grants callers: create on wasmplugins/call.
-	caller := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "wasm-operator-caller"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{wasmv1.GroupVersion.Group}, Resources: []string{"wasmplugins/call"}, Verbs: []string{"create"}}}}
-	if err := s.Client.Create(ctx, caller); err != nil && !apierrors.IsAlreadyExists(err) {
-		return nil, err
+	// What the chart grants callers (create on wasmplugins/call) and metrics scrapers (get /metrics).
+	for _, role := range []*rbacv1.ClusterRole{
+		{ObjectMeta: metav1.ObjectMeta{Name: "wasm-operator-caller"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{wasmv1.GroupVersion.Group}, Resources: []string{"wasmplugins/call"}, Verbs: []string{"create"}}}},
+		{ObjectMeta: metav1.ObjectMeta{Name: "wasm-operator-metrics-reader"},
+			Rules: []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}},
+	} {
+		if err := s.Client.Create(ctx, role); err != nil && !apierrors.IsAlreadyExists(err) {
+			return nil, err
+		}
 	}
 	return s, nil
 }

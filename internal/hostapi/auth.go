@@ -57,6 +57,7 @@ type accessKey struct {
 	token     [sha256.Size]byte // the token stands for its user, who is cached with it
 	namespace string
 	name      string
+	path      string // set for a non-resource URL such as /metrics, read with get
 }
 
 type accessResult struct {
@@ -75,6 +76,16 @@ type authDecision struct {
 // check authenticates the Authorization header and authorizes a call of namespace/name. It
 // returns nil when the call may proceed.
 func (a *authorizer) check(ctx context.Context, header, namespace, name string) *authDecision {
+	return a.decide(ctx, header, accessKey{namespace: namespace, name: name})
+}
+
+// checkPath authenticates the Authorization header and authorizes get on a non-resource URL such as
+// /metrics, as the API server's own /metrics is guarded. It returns nil when the request may proceed.
+func (a *authorizer) checkPath(ctx context.Context, header, path string) *authDecision {
+	return a.decide(ctx, header, accessKey{path: path})
+}
+
+func (a *authorizer) decide(ctx context.Context, header string, key accessKey) *authDecision {
 	token, ok := bearerToken(header)
 	if !ok {
 		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
@@ -90,14 +101,19 @@ func (a *authorizer) check(ctx context.Context, header, namespace, name string) 
 		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
 			message: "unauthorized: the bearer token is not valid"}
 	}
-	ar, err := a.authorize(ctx, accessKey{token: sum, namespace: namespace, name: name}, tr.user)
+	key.token = sum
+	ar, err := a.authorize(ctx, key, tr.user)
 	if err != nil {
 		return &authDecision{status: http.StatusInternalServerError, outcome: OutcomeError,
 			message: "authorization is unavailable", err: err}
 	}
 	if !ar.allowed {
 		msg := fmt.Sprintf("forbidden: %q needs permission to %s %s/%s (API group %s) in namespace %q",
-			tr.user.Username, permVerb, permResource, permSubresource, permGroup, namespace)
+			tr.user.Username, permVerb, permResource, permSubresource, permGroup, key.namespace)
+		if key.path != "" {
+			msg = fmt.Sprintf("forbidden: %q needs permission to get %s (a ClusterRole rule with nonResourceURLs)",
+				tr.user.Username, key.path)
+		}
 		if ar.reason != "" {
 			msg += ": " + ar.reason
 		}
@@ -151,29 +167,28 @@ func (a *authorizer) authorize(ctx context.Context, key accessKey, user authnv1.
 	if r, ok := a.access.get(key, a.now()); ok {
 		return r, nil
 	}
-	v, err, _ := a.flight.Do("a"+string(key.token[:])+key.namespace+"/"+key.name, func() (any, error) {
+	v, err, _ := a.flight.Do("a"+string(key.token[:])+key.namespace+"/"+key.name+"|"+key.path, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
 		defer cancel()
 		extra := make(map[string]authzv1.ExtraValue, len(user.Extra))
 		for k, v := range user.Extra {
 			extra[k] = authzv1.ExtraValue(v)
 		}
-		res, err := a.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{
-			Spec: authzv1.SubjectAccessReviewSpec{
-				User:   user.Username,
-				UID:    user.UID,
-				Groups: user.Groups,
-				Extra:  extra,
-				ResourceAttributes: &authzv1.ResourceAttributes{
-					Namespace:   key.namespace,
-					Verb:        permVerb,
-					Group:       permGroup,
-					Resource:    permResource,
-					Subresource: permSubresource,
-					Name:        key.name,
-				},
-			},
-		}, metav1.CreateOptions{})
+		spec := authzv1.SubjectAccessReviewSpec{User: user.Username, UID: user.UID, Groups: user.Groups, Extra: extra}
+		if key.path != "" {
+			spec.NonResourceAttributes = &authzv1.NonResourceAttributes{Path: key.path, Verb: "get"}
+		} else {
+			spec.ResourceAttributes = &authzv1.ResourceAttributes{
+				Namespace:   key.namespace,
+				Verb:        permVerb,
+				Group:       permGroup,
+				Resource:    permResource,
+				Subresource: permSubresource,
+				Name:        key.name,
+			}
+		}
+		res, err := a.client.AuthorizationV1().SubjectAccessReviews().Create(ctx,
+			&authzv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
 		if err != nil {
 			return accessResult{}, fmt.Errorf("subject access review: %w", err)
 		}

@@ -216,3 +216,64 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 		t.Errorf("first calls made %d token reviews and %d access reviews, want 3 and 4", tokens, sars)
 	}
 }
+
+// TestMetricsNeedPermission: with authentication on, /metrics answers only a token allowed to get it
+// (nonResourceURLs), as the API server's own /metrics does; /healthz and /readyz stay open for probes.
+func TestMetricsNeedPermission(t *testing.T) {
+	cfg := controlPlane(t)
+	admin := kubernetes.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	const ns = "scrapers"
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	prometheus := serviceAccountToken(t, admin, ns, "prometheus")
+	other := serviceAccountToken(t, admin, ns, "other")
+	if _, err := admin.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-metrics-reader"},
+		Rules:      []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "test-prometheus-reads-metrics"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "test-metrics-reader"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus", Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := newTestServer(t, &fakeInvoker{}, func(o *Options) {
+		o.DisableAuth = false
+		o.Kube = admin
+	})
+	url := newHTTPServer(t, s)
+	get := func(path, token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", url+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for _, c := range []struct {
+		name, path, token string
+		status            int
+		body              string
+	}{
+		{"metrics reader", "/metrics", prometheus, 200, ""},
+		{"token without the permission", "/metrics", other, 403, "needs permission to get /metrics"},
+		{"no token", "/metrics", "", 401, "bearer token is required"},
+		{"liveness stays open", "/healthz", "", 200, "ok"},
+		{"readiness stays open", "/readyz", "", 200, ""},
+	} {
+		if code, body := get(c.path, c.token); code != c.status || !strings.Contains(body, c.body) {
+			t.Errorf("%s: GET %s = %d %.120q, want %d with %q", c.name, c.path, code, body, c.status, c.body)
+		}
+	}
+}

@@ -139,7 +139,7 @@ func New(opts Options) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc(CallPath, s.serveCall)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", s.guardPath(promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -239,4 +239,26 @@ func (s *Server) serveReady(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// guardPath requires, when authentication is on, a bearer token allowed to get the request's path (RBAC
+// nonResourceURLs), as the API server guards its own /metrics: plugin names and call counts are not for
+// everyone on the node's network.
+func (s *Server) guardPath(next http.Handler) http.Handler {
+	if s.auth == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d := s.auth.checkPath(r.Context(), r.Header.Get("Authorization"), r.URL.Path); d != nil {
+			if d.status == http.StatusUnauthorized {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="wasm-operator"`)
+			}
+			if d.err != nil {
+				s.log.Error(d.err, "review a metrics request")
+			}
+			http.Error(w, d.message, d.status)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

@@ -106,7 +106,7 @@ func TestTemplateDefaults(t *testing.T) {
 	}
 	want := map[string]int{
 		"CustomResourceDefinition": 1, "Deployment": 1, "DaemonSet": 1, "PersistentVolumeClaim": 1,
-		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 2, "ClusterRole": 5, "ClusterRoleBinding": 2,
+		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 2, "ClusterRole": 6, "ClusterRoleBinding": 2,
 	}
 	if got := kinds(objs); !reflect.DeepEqual(got, want) {
 		t.Errorf("rendered kinds = %v, want %v", got, want)
@@ -184,6 +184,9 @@ func TestTemplateDefaults(t *testing.T) {
 		}
 	}
 
+	if got := str(find(t, objs, "ClusterRole", "-metrics-reader"), "rules"); got != "[map[nonResourceURLs:[/metrics] verbs:[get]]]" {
+		t.Errorf("metrics reader rules = %s, want get on /metrics only", got)
+	}
 	caller := find(t, objs, "ClusterRole", "-caller")
 	if caller.GetLabels()["rbac.authorization.k8s.io/aggregate-to-edit"] != "true" {
 		t.Errorf("caller role labels %v: want aggregate-to-edit by default", caller.GetLabels())
@@ -240,8 +243,11 @@ func TestTemplateValues(t *testing.T) {
 			if k := kinds(objs); k["CustomResourceDefinition"] != 0 || k["PersistentVolumeClaim"] != 0 || k["ServiceMonitor"] != 2 {
 				t.Errorf("kinds %v: want no CRD (crds.enabled false), no claim (existingClaim), 2 ServiceMonitors", k)
 			}
-			if k := kinds(objs)["ClusterRole"]; k != 3 {
-				t.Errorf("%d ClusterRoles, want controller, host and caller only (aggregateToDefaultRoles false)", k)
+			if got := str(find(t, objs, "ServiceMonitor", "wasm-host"), "spec", "endpoints"); !strings.Contains(got, "bearerTokenFile:/var/run/secrets/kubernetes.io/serviceaccount/token") {
+				t.Errorf("host ServiceMonitor endpoints %s: want Prometheus's token sent, the hosts guard /metrics", got)
+			}
+			if k := kinds(objs)["ClusterRole"]; k != 4 {
+				t.Errorf("%d ClusterRoles, want controller, host, caller and metrics reader only (aggregateToDefaultRoles false)", k)
 			}
 			if l := find(t, objs, "ClusterRole", "wasm-caller").GetLabels(); l["rbac.authorization.k8s.io/aggregate-to-edit"] != "" {
 				t.Errorf("caller role labels %v: aggregateToEdit is false", l)

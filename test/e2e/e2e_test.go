@@ -96,6 +96,7 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	// Callers: one ServiceAccount bound to the caller role in default, one without.
 	kube := kubernetes.NewForConfigOrDie(s.Config)
 	allowed, denied := serviceAccountToken(t, s, kube, "caller", true), serviceAccountToken(t, s, kube, "stranger", false)
+	scraper := metricsToken(t, s, kube)
 
 	greet := readPlugin(t, s, "greet")
 	v2 := withCustomSection(greet, "release", "v2") // same code, another digest
@@ -242,7 +243,10 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 		if after := countFiles(t, filepath.Join(s.CacheDir, "compiled")); after != compiled {
 			t.Fatalf("compiled cache went from %d to %d files: the restarted host compiled cold", compiled, after)
 		}
-		m := metrics(t, nodes["node-b"].addr)
+		if code, _ := getMetrics(t, nodes["node-b"].addr, ""); code != http.StatusUnauthorized {
+			t.Fatalf("metrics without a token: %d, want 401", code)
+		}
+		_, m := getMetrics(t, nodes["node-b"].addr, scraper)
 		if !strings.Contains(m, `wasm_operator_host_compile_duration_seconds_count{name="greet",namespace="default"} 1`) {
 			t.Fatalf("restarted host's metrics show no compile of greet:\n%s", grep(m, "compile_duration"))
 		}
@@ -318,15 +322,41 @@ func call(t *testing.T, addr, plugin, function, token, input string) (int, strin
 	return resp.StatusCode, string(b)
 }
 
-func metrics(t *testing.T, addr string) string {
+// getMetrics reads a host's /metrics with a bearer token (none when empty).
+func getMetrics(t *testing.T, addr, token string) (int, string) {
 	t.Helper()
-	resp, err := httpClient.Get("http://" + addr + "/metrics")
+	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return string(b)
+	return resp.StatusCode, string(b)
+}
+
+// metricsToken is the token of a ServiceAccount bound to the metrics reader role, as Prometheus has.
+func metricsToken(t *testing.T, s *devstack.Stack, kube kubernetes.Interface) string {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "prometheus", Namespace: "default"}}); err != nil {
+		t.Fatal(err)
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "prometheus-reads-wasm-metrics"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "wasm-operator-metrics-reader"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "prometheus", Namespace: "default"}}}
+	if err := s.Client.Create(ctx, crb); err != nil {
+		t.Fatal(err)
+	}
+	tr, err := kube.CoreV1().ServiceAccounts("default").CreateToken(ctx, "prometheus",
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr.Status.Token
 }
 
 func serviceAccountToken(t *testing.T, s *devstack.Stack, kube kubernetes.Interface, name string, bind bool) string {
