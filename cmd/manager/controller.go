@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
@@ -74,6 +75,7 @@ func runController(args []string) int {
 		cacheDir      = fs.String("cache-dir", "/var/cache/wasm-operator", "root of the shared module cache (a ReadWriteMany volume shared with the hosts)")
 		namespace     = fs.String("namespace", operatorNamespace(), "namespace of the host Leases and the leader election Lease; $POD_NAMESPACE when set")
 		metricsAddr   = fs.String("metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
+		metricsSecure = fs.Bool("metrics-secure", true, "serve /metrics over HTTPS (a self-signed certificate) to bearer tokens allowed to get /metrics (TokenReview, SubjectAccessReview); false serves plain HTTP to anyone")
 		probeAddr     = fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 		leaderElect   = fs.Bool("leader-elect", true, "elect one active controller among replicas")
 		workers       = fs.Int("concurrency", controllers.DefaultConcurrency, "WasmPlugins reconciled at once")
@@ -94,7 +96,7 @@ func runController(args []string) int {
 	log := zap.New(zap.UseFlagOptions(&zopts))
 	ctrl.SetLogger(log)
 	if err := controllerMain(ctrl.SetupSignalHandler(), log, controllerOptions{
-		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, probeAddr: *probeAddr,
+		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, metricsSecure: *metricsSecure, probeAddr: *probeAddr,
 		leaderElect: *leaderElect, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
 		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes,
 	}); err != nil {
@@ -106,7 +108,7 @@ func runController(args []string) int {
 
 type controllerOptions struct {
 	cacheDir, namespace, metricsAddr, probeAddr string
-	leaderElect                                 bool
+	leaderElect, metricsSecure                  bool
 	workers                                     int
 	gcInterval, gcGrace                         time.Duration
 	qps                                         float32
@@ -120,9 +122,16 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		return fmt.Errorf("find the API server (set KUBECONFIG or run in a cluster): %w", err)
 	}
 	cfg.QPS, cfg.Burst = o.qps, o.burst
+	metricsOpts := metricsserver.Options{BindAddress: o.metricsAddr}
+	if o.metricsSecure {
+		// As the API server guards its own /metrics: reconcile counts and fetch failures name every
+		// plugin and source.
+		metricsOpts.SecureServing = true
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        newScheme(),
-		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddr},
+		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "wasm-operator-controller",

@@ -243,8 +243,14 @@ func TestTemplateValues(t *testing.T) {
 			if k := kinds(objs); k["CustomResourceDefinition"] != 0 || k["PersistentVolumeClaim"] != 0 || k["ServiceMonitor"] != 2 {
 				t.Errorf("kinds %v: want no CRD (crds.enabled false), no claim (existingClaim), 2 ServiceMonitors", k)
 			}
-			if got := str(find(t, objs, "ServiceMonitor", "wasm-host"), "spec", "endpoints"); !strings.Contains(got, "bearerTokenFile:/var/run/secrets/kubernetes.io/serviceaccount/token") {
-				t.Errorf("host ServiceMonitor endpoints %s: want Prometheus's token sent, the hosts guard /metrics", got)
+			for _, c := range []struct{ name, want string }{
+				{"wasm-host", "bearerTokenFile:/var/run/secrets/kubernetes.io/serviceaccount/token"},
+				{"wasm-controller", "bearerTokenFile:/var/run/secrets/kubernetes.io/serviceaccount/token"},
+				{"wasm-controller", "scheme:https"},
+			} {
+				if got := str(find(t, objs, "ServiceMonitor", c.name), "spec", "endpoints"); !strings.Contains(got, c.want) {
+					t.Errorf("%s ServiceMonitor endpoints %s: want %s, /metrics is guarded", c.name, got, c.want)
+				}
 			}
 			if k := kinds(objs)["ClusterRole"]; k != 4 {
 				t.Errorf("%d ClusterRoles, want controller, host, caller and metrics reader only (aggregateToDefaultRoles false)", k)

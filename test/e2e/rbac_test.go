@@ -2,13 +2,19 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/kubernetes"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/devstack"
@@ -116,5 +122,52 @@ func TestMissingPermissionFails(t *testing.T) {
 	})
 	if got.Status.ReadyNodes != 0 || isReady(got) {
 		t.Fatalf("plugin Ready (%s) although the host may not report", got.Status.NodeSummary)
+	}
+}
+
+// TestControllerMetricsGuarded: the controller serves /metrics over HTTPS to tokens allowed to get it, and
+// under the chart's RBAC it can make the reviews that takes.
+func TestControllerMetricsGuarded(t *testing.T) {
+	ctx := context.Background()
+	addr, err := devstack.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := devstack.Start(ctx, devstack.Options{Dir: t.TempDir(), ControllerArgs: []string{"--metrics-bind-address", addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	chartRBAC(nil)(t, s)
+	scraper := metricsToken(t, s, kubernetes.NewForConfigOrDie(s.Config))
+	if _, err := s.StartController(); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the controller's certificate is self-signed
+	get := func(token string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	eventually(t, wait, func() (bool, string) {
+		code, body := get(scraper)
+		return code == http.StatusOK && strings.Contains(body, "controller_runtime_reconcile_total"),
+			fmt.Sprintf("GET /metrics with the scraper's token: %d %.200s", code, body)
+	})
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Fatalf("GET /metrics without a token: %d, want 401", code)
+	}
+	stranger := serviceAccountToken(t, s, kubernetes.NewForConfigOrDie(s.Config), "stranger", false)
+	if code, _ := get(stranger); code != http.StatusForbidden {
+		t.Fatalf("GET /metrics with a token not allowed to: %d, want 403", code)
 	}
 }
