@@ -88,13 +88,10 @@ func runController(args []string) int {
 	)
 	fs.Var(quantityFlag{&maxModule}, "max-module-size", "largest module fetched, as a size such as 256Mi")
 	fs.Var(quantityFlag{&cacheMaxBytes}, "cache-max-size", "cap of the module cache, such as 10Gi; least recently used unreferenced modules are evicted first; 0 means no cap")
-	zopts := zap.Options{}
-	zopts.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	log, ok := parseWithLogging(fs, args)
+	if !ok {
 		return 2
 	}
-	log := zap.New(zap.UseFlagOptions(&zopts))
-	ctrl.SetLogger(log)
 	if err := controllerMain(ctrl.SetupSignalHandler(), log, controllerOptions{
 		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, metricsSecure: *metricsSecure, probeAddr: *probeAddr,
 		leaderElect: *leaderElect, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
@@ -189,4 +186,17 @@ func openCache(ctx context.Context, dir string, opts store.Options) (*store.Stor
 		return nil, nil, fmt.Errorf("start the wasm engine: %w", err)
 	}
 	return st, eng, nil
+}
+
+// parseWithLogging adds the logging flags (--zap-log-level and friends) to fs, parses args and sets up the
+// logger every subcommand logs with. ok is false when the arguments are wrong (fs has said why).
+func parseWithLogging(fs *flag.FlagSet, args []string) (log logr.Logger, ok bool) {
+	zopts := zap.Options{}
+	zopts.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return logr.Discard(), false
+	}
+	log = zap.New(zap.UseFlagOptions(&zopts))
+	ctrl.SetLogger(log)
+	return log, true
 }

@@ -16,7 +16,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -45,13 +44,10 @@ func runHost(args []string) int {
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
-	zopts := zap.Options{}
-	zopts.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
+	log, ok := parseWithLogging(fs, args)
+	if !ok {
 		return 2
 	}
-	log := zap.New(zap.UseFlagOptions(&zopts))
-	ctrl.SetLogger(log)
 	if o.node == "" {
 		fmt.Fprintln(os.Stderr, "manager host: --node-name (or $NODE_NAME) is required: the name of the node this host runs on")
 		return 2
