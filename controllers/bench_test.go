@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
 
 var benchTimeout = 5 * time.Minute
@@ -25,7 +26,7 @@ func BenchmarkReconcile(b *testing.B) {
 	files := map[string][]byte{}
 	for m := range modules {
 		// The same code with a different custom section: a distinct digest, compiled on its own.
-		files[fmt.Sprintf("/m%d.wasm", m)] = append(append([]byte{}, greet...), 0, 3, 1, 'v', byte('0'+m))
+		files[fmt.Sprintf("/m%d.wasm", m)] = testplugins.WithCustomSection(greet, "v", fmt.Sprint(m))
 	}
 	srv := newModuleServer(b, files)
 	ctx := context.Background()

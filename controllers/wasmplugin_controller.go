@@ -175,7 +175,7 @@ func (r *WasmPluginReconciler) referencing(index string) handler.MapFunc {
 			client.MatchingFields{index: o.GetName()}); err != nil {
 			return nil
 		}
-		return requests(list.Items)
+		return Requests(list.Items)
 	}
 }
 
@@ -184,10 +184,11 @@ func (r *WasmPluginReconciler) all(ctx context.Context, _ client.Object) []recon
 	if err := r.List(ctx, &list); err != nil {
 		return nil
 	}
-	return requests(list.Items)
+	return Requests(list.Items)
 }
 
-func requests(items []wasmv1.WasmPlugin) []reconcile.Request {
+// Requests are reconcile requests for every plugin of items.
+func Requests(items []wasmv1.WasmPlugin) []reconcile.Request {
 	out := make([]reconcile.Request, len(items))
 	for i := range items {
 		out[i].NamespacedName = client.ObjectKeyFromObject(&items[i])
@@ -686,18 +687,6 @@ func conditionTrue(conds []metav1.Condition, typ string) bool {
 		}
 	}
 	return false
-}
-
-func minPositive(a, b time.Duration) time.Duration {
-	switch {
-	case a <= 0:
-		return b
-	case b <= 0:
-		return a
-	case a < b:
-		return a
-	}
-	return b
 }
 
 // fetchCache remembers what each source resolved to, so plugins sharing a source cause one fetch per

@@ -521,7 +521,7 @@ func TestReferencedObjectsChange(t *testing.T) {
 	t.Cleanup(func() { _ = k8s.Delete(ctx, cm) })
 	newPlugin(t, "from-changing-cm", wasmv1.WasmPluginSpec{Source: wasmv1.Source{ConfigMap: &wasmv1.ConfigMapSource{Name: "changing", Key: "plugin.wasm"}}})
 	waitFor(t, "from-changing-cm", wasmv1.ReasonSucceeded)
-	v2 := append(append([]byte{}, hello...), 0, 3, 1, 'v', '2') // another digest, same code
+	v2 := testplugins.WithCustomSection(hello, "v", "2") // another digest, same code
 	cm.BinaryData["plugin.wasm"] = v2
 	if err := k8s.Update(ctx, cm); err != nil {
 		t.Fatal(err)

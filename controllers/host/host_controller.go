@@ -108,11 +108,7 @@ func (r *Reconciler) nodeChanged(ctx context.Context, _ client.Object) []reconci
 	if err := r.List(ctx, &list); err != nil {
 		return nil
 	}
-	out := make([]reconcile.Request, len(list.Items))
-	for i := range list.Items {
-		out[i].NamespacedName = client.ObjectKeyFromObject(&list.Items[i])
-	}
-	return out
+	return controllers.Requests(list.Items)
 }
 
 // placed reports whether the plugin's placement selects this host's node. A host whose Node object does not
@@ -151,7 +147,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if obj.Status.Artifact == nil {
 		return ctrl.Result{}, nil // the controller has no valid module for it yet
 	}
-	_, loadErr := r.Plugins.Ensure(ctx, obj)
+	loadErr := r.Plugins.Ensure(ctx, obj)
 	if err := r.writeEntry(ctx, req.NamespacedName, false); err != nil {
 		return ctrl.Result{}, err
 	}

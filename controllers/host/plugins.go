@@ -101,13 +101,14 @@ func versionKey(obj *wasmv1.WasmPlugin, digest string) string {
 // only when the digest or the spec changed, and swaps it in only once it loaded and its first instance
 // started; the old version drains in the background. When loading fails, the old version keeps serving and
 // the failure is returned for the caller to retry with backoff.
-func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) (changed bool, err error) {
+func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
 	digest := obj.Status.Artifact.Digest
 	want := versionKey(obj, digest)
 	p := h.getOrAdd(key)
 	if cur := p.cur.Load(); cur != nil && cur.key == want {
-		return p.setPhase(wasmv1.NodePhaseReady, ""), nil
+		p.setPhase(wasmv1.NodePhaseReady, "")
+		return nil
 	}
 	if !p.phaseIs(wasmv1.NodePhaseFailed) { // a failure stays visible while the caller retries
 		p.setPhase(wasmv1.NodePhaseLoading, "loading "+controllers.ShortDigest(digest))
@@ -132,7 +133,7 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) (changed b
 			msg += "; serving " + controllers.ShortDigest(cur.digest)
 		}
 		p.setPhase(wasmv1.NodePhaseFailed, msg)
-		return true, err
+		return err
 	}
 	if h.Metrics != nil {
 		h.Metrics.LoadDuration.WithLabelValues(obj.Namespace, obj.Name).Observe(time.Since(start).Seconds())
@@ -143,16 +144,14 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) (changed b
 		go h.retire(old)
 	}
 	h.Log.Info("serving", "plugin", key, "digest", digest, "loadSeconds", time.Since(start).Seconds())
-	return true, nil
+	return nil
 }
 
-// setPhase records the load state and reports whether it changed.
-func (p *plugin) setPhase(phase wasmv1.NodePhase, msg string) bool {
+// setPhase records the load state.
+func (p *plugin) setPhase(phase wasmv1.NodePhase, msg string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	changed := p.phase != phase || p.message != msg
 	p.phase, p.message = phase, msg
-	return changed
 }
 
 func (p *plugin) phaseIs(phase wasmv1.NodePhase) bool {

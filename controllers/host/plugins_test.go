@@ -62,7 +62,7 @@ func newObj(name, digest string, spec wasmv1.WasmPluginSpec) *wasmv1.WasmPlugin 
 
 func (tb *table) ensure(t testing.TB, obj *wasmv1.WasmPlugin) {
 	t.Helper()
-	if _, err := tb.Ensure(context.Background(), obj); err != nil {
+	if err := tb.Ensure(context.Background(), obj); err != nil {
 		t.Fatalf("load %s: %v", obj.Name, err)
 	}
 }
@@ -151,7 +151,7 @@ func TestSwapKeepsServing(t *testing.T) {
 	tb.ensure(t, newObj("p", tb.digests["greet"], wasmv1.WasmPluginSpec{}))
 
 	missing := "sha256:" + strings.Repeat("0", 64)
-	if _, err := tb.Ensure(ctx, newObj("p", missing, wasmv1.WasmPluginSpec{})); err == nil {
+	if err := tb.Ensure(ctx, newObj("p", missing, wasmv1.WasmPluginSpec{})); err == nil {
 		t.Fatal("a module missing from the cache loaded")
 	}
 	e, _ := tb.Entry(key)
@@ -189,7 +189,7 @@ func TestRevokedPermissionStopsServing(t *testing.T) {
 	if out, err := tb.Invoke(ctx, "default", "c", "increment", nil); err != nil || string(out) != "1" {
 		t.Fatalf("increment: %q %v", out, err)
 	}
-	if _, err := tb.Ensure(ctx, newObj("c", tb.digests["counter"], wasmv1.WasmPluginSpec{})); err == nil {
+	if err := tb.Ensure(ctx, newObj("c", tb.digests["counter"], wasmv1.WasmPluginSpec{})); err == nil {
 		t.Fatal("a module needing vars loaded without the vars permission")
 	}
 	if _, err := tb.Invoke(ctx, "default", "c", "increment", nil); !errors.Is(err, hostapi.ErrNotServed) {

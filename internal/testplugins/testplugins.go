@@ -270,3 +270,12 @@ var (
 	sdkDir     string
 	sdkDirErr  error
 )
+
+// WithCustomSection returns a copy of a module with a custom section appended: the code and what it does
+// are unchanged, its digest is not. Tests use it for "a new version" of a module.
+func WithCustomSection(wasm []byte, name, content string) []byte {
+	payload := append([]byte{byte(len(name))}, name...)
+	payload = append(payload, content...)
+	out := append(bytes.Clone(wasm), 0, byte(len(payload)))
+	return append(out, payload...)
+}

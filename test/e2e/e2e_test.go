@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -33,6 +32,7 @@ import (
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/devstack"
+	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
 
 const wait = 90 * time.Second
@@ -99,7 +99,7 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	scraper := metricsToken(t, s, kube)
 
 	greet := readPlugin(t, s, "greet")
-	v2 := withCustomSection(greet, "release", "v2") // same code, another digest
+	v2 := testplugins.WithCustomSection(greet, "release", "v2") // same code, another digest
 	srv := newFileServer(t, map[string][]byte{"/greet.wasm": greet, "/greet-v2.wasm": v2, "/broken.wasm": []byte("not wasm")})
 
 	plugin := &wasmv1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Name: "greet", Namespace: "default"},
@@ -393,14 +393,6 @@ func readPlugin(t *testing.T, s *devstack.Stack, name string) []byte {
 		t.Fatalf("read plugin %s: %d %v", name, resp.StatusCode, err)
 	}
 	return b
-}
-
-// withCustomSection appends a custom section to a module: the code is unchanged, the digest is not.
-func withCustomSection(wasm []byte, name, content string) []byte {
-	payload := append([]byte{byte(len(name))}, name...)
-	payload = append(payload, content...)
-	out := append(bytes.Clone(wasm), 0, byte(len(payload)))
-	return append(out, payload...)
 }
 
 func update(t *testing.T, s *devstack.Stack, name string, change func(*wasmv1.WasmPlugin)) {
