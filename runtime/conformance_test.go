@@ -322,6 +322,7 @@ func setVar(i *Instance, k string, v []byte) {
 	}
 	i.vars[k] = &varEntry{value: v}
 	i.varBytes += varEntryOverhead + int64(len(k)+len(v))
+	i.budget.other += varEntryOverhead + uint64(len(k)+len(v))
 }
 
 func newTestEngine(tb testing.TB) *Engine {

@@ -29,6 +29,10 @@ var (
 	// ErrCompileTimeout is returned when compiling a module, waiting for a compile slot included,
 	// takes longer than EngineConfig.CompileTimeout.
 	ErrCompileTimeout = errors.New("compile timed out")
+	// ErrModuleTooComplex is returned for a module over one of EngineConfig.Compile's limits, checked
+	// before compiling (function size, count, locals) or met while compiling (memory). The message
+	// names the limit and the flag that raises it.
+	ErrModuleTooComplex = errors.New("module too complex")
 )
 
 // Defaults of EngineConfig.
@@ -50,6 +54,9 @@ type EngineConfig struct {
 	// DefaultCompileTimeout.
 	CompileTimeout time.Duration
 
+	// Compile bounds what compiling one module may take; see CompileLimits.
+	Compile CompileLimits
+
 	// withoutTermination turns close-on-context-done off, so that a benchmark can show its cost.
 	// Calls can then not be stopped.
 	withoutTermination bool
@@ -64,7 +71,9 @@ type Engine struct {
 	compiledDir    string
 	sem            chan struct{}
 	compileTimeout time.Duration
-	callIDs        atomic.Uint64
+	limits         CompileLimits
+
+	callIDs atomic.Uint64
 
 	mu      sync.Mutex
 	modules map[[32]byte]*compiled
@@ -87,6 +96,7 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
 	e := &Engine{
 		sem:            make(chan struct{}, cmp(cfg.MaxConcurrentCompiles, DefaultMaxConcurrentCompiles)),
 		compileTimeout: cmp(cfg.CompileTimeout, DefaultCompileTimeout),
+		limits:         cfg.Compile.withDefaults(),
 		modules:        map[[32]byte]*compiled{},
 	}
 	// Guests are untrusted: without close-on-context-done an endless loop could never be stopped.
@@ -214,6 +224,13 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 }
 
 func (e *Engine) compile(ctx context.Context, wasm []byte) (wazero.CompiledModule, ModuleInfo, error) {
+	shape, err := scan(wasm)
+	if err == nil {
+		if err := e.limits.check(&shape); err != nil {
+			return nil, ModuleInfo{}, fmt.Errorf("compile module: %w", err)
+		}
+		wasm = boundTables(wasm, &shape)
+	} // else the compiler says what is wrong
 	ctx, cancel := context.WithTimeout(ctx, e.compileTimeout)
 	defer cancel()
 	select {
@@ -238,7 +255,9 @@ func (e *Engine) compile(ctx context.Context, wasm []byte) (wazero.CompiledModul
 		if r.err != nil {
 			return nil, ModuleInfo{}, fmt.Errorf("compile module: %w: %v", ErrInvalidModule, r.err)
 		}
-		return r.cm, inspect(r.cm), nil
+		info := inspect(r.cm)
+		info.MinMemoryBytes, info.TableBytes = shape.minMemoryBytes(), shape.tableBytes()
+		return r.cm, info, nil
 	case <-ctx.Done():
 		go func() {
 			if r := <-res; r.cm != nil {

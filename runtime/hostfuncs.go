@@ -194,7 +194,9 @@ func varSet(ctx context.Context, _ api.Module, s []uint64) {
 	old, exists := i.vars[string(key)]
 	if vh == 0 {
 		if exists {
-			i.varBytes -= varEntryOverhead + int64(len(key)+len(old.value))
+			n := varEntryOverhead + int64(len(key)+len(old.value))
+			i.varBytes -= n
+			i.budget.other -= uint64(n)
 			delete(i.vars, string(key))
 		}
 		i.k.free(kh)
@@ -211,6 +213,11 @@ func varSet(ctx context.Context, _ api.Module, s []uint64) {
 	}
 	if size >= limit {
 		fault("var_set", "variable store is full: %d bytes, over the limit of %d (%s.maxBytes)", size, limit, permVars)
+	}
+	if grow := size - i.varBytes; grow > 0 && !i.budget.charge(uint64(grow)) {
+		fault("var_set", "out of memory: %d more bytes of vars do not fit in limits.maxMemory %s", grow, formatBytes(i.budget.max))
+	} else if grow < 0 {
+		i.budget.other -= uint64(-grow)
 	}
 	if exists {
 		old.value = append(old.value[:0], value...)

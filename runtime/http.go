@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -283,11 +284,20 @@ func httpRequest(ctx context.Context, _ api.Module, s []uint64) {
 		i.httpHeaders[strings.ToLower(k)] = strings.Join(v, ",")
 	}
 	i.httpStatus = resp.StatusCode
-	data, err := io.ReadAll(io.LimitReader(resp.Body, g.maxBytes+1))
+	// Read no further than the instance's memory budget allows: the body is then copied into the
+	// kernel arena, which needs as much again.
+	limit := g.maxBytes
+	if left := int64(min(i.budget.left()/2, math.MaxInt64-1)); left < limit {
+		limit = left
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		fault("http_request", "read response: %v", err)
 	}
-	if int64(len(data)) > g.maxBytes {
+	if int64(len(data)) > limit {
+		if limit < g.maxBytes {
+			fault("http_request", "out of memory: the response body is over the %d bytes limits.maxMemory %s leaves", limit, formatBytes(i.budget.max))
+		}
 		fault("http_request", "response body over the limit of %d bytes (%s.maxResponseBytes)", g.maxBytes, permHTTP)
 	}
 	s[0] = i.k.put("http_request", data)

@@ -127,11 +127,14 @@ func (i *Instance) Call(ctx context.Context, function string, input []byte) ([]b
 	}
 
 	i.k.reset()
-	i.k.extInput = input
+	if !i.k.setExtInput(input) {
+		return nil, 1, fmt.Errorf("call %s: %w: the %d-byte input does not fit in limits.maxMemory %s with the %s in use",
+			function, ErrMemoryLimit, len(input), formatBytes(i.budget.max), formatBytes(i.budget.max-i.budget.left()))
+	}
 	i.callNum = 0
 	i.stack[0] = 0
 	rc, err := i.invoke(ctx, fn.f, i.stack[:], fn.results)
-	i.k.extInput = nil
+	i.k.dropExtInput()
 	if err != nil {
 		i.k.reset()
 		return []byte{}, rc, err

@@ -3,7 +3,9 @@ package runtime
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"sort"
+	"unsafe"
 )
 
 // kernel is the Extism kernel of one instance: a Go-side arena that the guest addresses through
@@ -22,6 +24,7 @@ type kernel struct {
 	// The input is either the caller's slice (external, read without copying) or a range of the
 	// arena (after input_offset or input_set).
 	extInput    []byte
+	extCharge   uint64 // what extInput is charged to the budget
 	inputHandle uint64 // 0 while the input is external
 	inputLen    uint64
 
@@ -44,15 +47,49 @@ const arenaBase = 1
 // maxArenaBytes keeps every handle representable in 32 bits, for guests that store them in i32s.
 const maxArenaBytes = 1<<32 - 1<<16
 
-// memBudget is an instance's memory limit, shared by its linear memory and its kernel arena.
+// memBudget is an instance's memory limit, Limits.MaxMemoryBytes, shared by everything a guest can
+// make the host hold for it: its linear memory, its tables (their maximum, reserved when the
+// instance is made), the kernel arena and the records of its blocks, vars, and the call's input
+// while it is read in place. RATIONALE.md, "Why one memory budget per instance?", lists what it
+// does not cover.
 type memBudget struct {
 	max   uint64 // 0: no limit
 	guest uint64 // current size of the guest's linear memory
-	arena uint64 // current capacity of the kernel arena
+	arena uint64 // kernel arena capacity plus block records
+	other uint64 // tables' reservation, vars, the external input
 }
 
 func (b *memBudget) fits(guest, arena uint64) bool {
-	return b.max == 0 || guest+arena <= b.max
+	return b.max == 0 || guest+arena+b.other <= b.max
+}
+
+// left is what the budget still allows, or math.MaxInt64 without a limit.
+func (b *memBudget) left() uint64 {
+	if b.max == 0 {
+		return math.MaxInt64
+	}
+	if used := b.guest + b.arena + b.other; used < b.max {
+		return b.max - used
+	}
+	return 0
+}
+
+// charge adds n to the other uses if it fits, and reports whether it did.
+func (b *memBudget) charge(n uint64) bool {
+	if n > b.left() {
+		return false
+	}
+	b.other += n
+	return true
+}
+
+// blockRecordBytes is what the kernel keeps per block besides its bytes (a block struct), charged to
+// the budget so that alloc(1) in a loop cannot grow Go memory past it.
+const blockRecordBytes = uint64(unsafe.Sizeof(block{}))
+
+// charge recomputes the arena's part of the budget.
+func (k *kernel) charge() {
+	k.budget.arena = uint64(cap(k.mem)) + uint64(cap(k.blocks))*blockRecordBytes
 }
 
 // kernelFault is the panic value of a kernel or host function that refuses a guest's request;
@@ -76,18 +113,22 @@ func (k *kernel) reset() {
 	k.mem = k.mem[:0]
 	k.blocks = k.blocks[:0]
 	k.nfree = 0
-	k.extInput = nil
+	k.dropExtInput()
 	k.inputHandle, k.inputLen = 0, 0
 	k.outHandle, k.outLen = 0, 0
 	k.errHandle = 0
 }
 
-// release drops a large arena after a call so that an idle pooled instance does not keep it.
+// release drops a large arena or block list after a call so that an idle pooled instance does not
+// keep it.
 func (k *kernel) release() {
 	if cap(k.mem) > 4<<20 {
 		k.mem = nil
-		k.budget.arena = 0
 	}
+	if cap(k.blocks) > 4096 {
+		k.blocks = nil
+	}
+	k.charge()
 }
 
 // alloc reserves n bytes and returns their handle, or 0 when n is 0 or the memory limit is
@@ -117,16 +158,25 @@ func (k *kernel) alloc(n uint64) uint64 {
 		if newCap > maxArenaBytes {
 			newCap = maxArenaBytes
 		}
-		if !k.budget.fits(k.budget.guest, newCap) {
+		records := uint64(cap(k.blocks)) * blockRecordBytes
+		if !k.budget.fits(k.budget.guest, newCap+records) {
 			newCap = end
-			if !k.budget.fits(k.budget.guest, newCap) {
+			if !k.budget.fits(k.budget.guest, newCap+records) {
 				return 0
 			}
 		}
 		mem := make([]byte, off, newCap)
 		copy(mem, k.mem)
 		k.mem = mem
-		k.budget.arena = newCap
+		k.charge()
+	}
+	if len(k.blocks) == cap(k.blocks) {
+		newCap := max(2*cap(k.blocks), 16)
+		if !k.budget.fits(k.budget.guest, uint64(cap(k.mem))+uint64(newCap)*blockRecordBytes) {
+			return 0
+		}
+		k.blocks = append(make([]block, 0, newCap), k.blocks...)
+		k.charge()
 	}
 	k.mem = k.mem[:end]
 	clear(k.mem[off:end])
@@ -230,6 +280,21 @@ func (k *kernel) storeU64(h uint64, v uint64) {
 	binary.LittleEndian.PutUint64(k.mem[off:], v)
 }
 
+// setExtInput makes in the call's input, read in place and charged to the budget as if it were
+// copied into the arena, as Extism counts it. It reports false, setting nothing, when it does not fit.
+func (k *kernel) setExtInput(in []byte) bool {
+	if !k.budget.charge(uint64(len(in))) {
+		return false
+	}
+	k.extInput, k.extCharge = in, uint64(len(in))
+	return true
+}
+
+func (k *kernel) dropExtInput() {
+	k.budget.other -= k.extCharge
+	k.extInput, k.extCharge = nil, 0
+}
+
 // inputBytes returns the current input without copying.
 func (k *kernel) inputBytes() []byte {
 	if k.inputHandle == 0 {
@@ -249,18 +314,26 @@ func (k *kernel) inputLength() uint64 {
 	return k.inputLen
 }
 
+// inputLoadU8 returns the input's byte at off, or 0 past its end, as Extism's kernel does.
 func (k *kernel) inputLoadU8(off uint64) uint32 {
 	in := k.inputBytes()
 	if off >= uint64(len(in)) {
-		fault("input_load_u8", "offset %d is out of bounds of the %d-byte input", off, len(in))
+		return 0
 	}
 	return uint32(in[off])
 }
 
+// inputLoadU64 returns the 8 input bytes at off, little-endian; bytes past the input's end read as
+// 0, as Extism's kernel does.
 func (k *kernel) inputLoadU64(off uint64) uint64 {
 	in := k.inputBytes()
-	if off >= uint64(len(in)) || uint64(len(in))-off < 8 {
-		fault("input_load_u64", "offset %d is out of bounds of the %d-byte input", off, len(in))
+	if off >= uint64(len(in)) {
+		return 0
+	}
+	if uint64(len(in))-off < 8 {
+		var b [8]byte
+		copy(b[:], in[off:])
+		return binary.LittleEndian.Uint64(b[:])
 	}
 	return binary.LittleEndian.Uint64(in[off:])
 }
@@ -272,23 +345,25 @@ func (k *kernel) inputOffset() uint64 {
 		return k.inputHandle
 	}
 	n := uint64(len(k.extInput))
+	ext := k.extInput
+	k.dropExtInput() // the copy in the arena takes over the input's charge
 	h := k.alloc(n)
 	if h == 0 {
 		fault("input_offset", "out of memory: cannot copy the %d-byte input into kernel memory", n)
 	}
-	copy(k.mem[h-arenaBase:], k.extInput)
-	k.extInput = nil
+	copy(k.mem[h-arenaBase:], ext)
 	k.inputHandle, k.inputLen = h, n
 	return h
 }
 
 func (k *kernel) inputSet(h, n uint64) {
 	if n == 0 {
-		k.extInput, k.inputHandle, k.inputLen = nil, 0, 0
+		k.dropExtInput()
+		k.inputHandle, k.inputLen = 0, 0
 		return
 	}
 	k.span("input_set", h, n)
-	k.extInput = nil
+	k.dropExtInput()
 	k.inputHandle, k.inputLen = h, n
 }
 

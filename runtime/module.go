@@ -42,8 +42,11 @@ type ModuleInfo struct {
 	WASI bool
 	// ABI is ABIExtism or ABINone.
 	ABI string
-	// MinMemoryBytes is the size of the module's linear memory when instantiated.
+	// MinMemoryBytes is the size of the module's memories when instantiated, exported or not.
 	MinMemoryBytes uint64
+	// TableBytes is what the module's tables take at their maximum size, reserved from
+	// Limits.MaxMemoryBytes for each instance. A table that declares no maximum cannot grow.
+	TableBytes uint64
 	// Unsupported lists imports no host can provide (memories, tables, globals), as "module.name".
 	Unsupported []string
 }
@@ -71,9 +74,6 @@ func inspect(cm wazero.CompiledModule) ModuleInfo {
 	for _, def := range cm.ImportedMemories() {
 		mod, name, _ := def.Import()
 		info.Unsupported = append(info.Unsupported, mod+"."+name)
-	}
-	for _, def := range cm.ExportedMemories() {
-		info.MinMemoryBytes = uint64(def.Min()) << 16
 	}
 	slices.Sort(info.Exports)
 	slices.Sort(info.Imports)
@@ -118,9 +118,13 @@ func check(cm wazero.CompiledModule, info ModuleInfo, perms Permissions, limits 
 	for _, imp := range info.Unsupported {
 		errs = append(errs, &ImportError{Import: imp, Reason: "is a memory, table or global import, which the host does not provide"})
 	}
-	if limits.MaxMemoryBytes > 0 && info.MinMemoryBytes > uint64(limits.MaxMemoryBytes) {
-		errs = append(errs, fmt.Errorf("%w: the module starts with %s of memory, more than limits.maxMemory %s",
-			ErrMemoryLimit, formatBytes(info.MinMemoryBytes), formatBytes(uint64(limits.MaxMemoryBytes))))
+	if max := uint64(limits.MaxMemoryBytes); max > 0 && info.MinMemoryBytes+info.TableBytes > max {
+		what := formatBytes(info.MinMemoryBytes) + " of memory"
+		if info.TableBytes > 0 {
+			what += " and tables of up to " + formatBytes(info.TableBytes)
+		}
+		errs = append(errs, fmt.Errorf("%w: the module starts with %s, more than limits.maxMemory %s",
+			ErrMemoryLimit, what, formatBytes(max)))
 	}
 	if len(info.Exports) == 0 {
 		errs = append(errs, fmt.Errorf("%w (one with no parameters and at most one result)", ErrNoCallableExport))

@@ -149,6 +149,7 @@ func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 	i := &Instance{plugin: p, killCh: make(chan struct{}), needInit: p.init == initCtors}
 	i.cctx = callCtx{parent: context.Background(), inst: i}
 	i.budget.max = uint64(max(p.limits.MaxMemoryBytes, 0))
+	i.budget.other = p.mod.c.info.TableBytes // checked to fit by NewPlugin
 	i.k.budget = &i.budget
 	alloc := experimental.MemoryAllocatorFunc(func(_, max uint64) experimental.LinearMemory {
 		return &linearMemory{budget: &i.budget, max: max}
