@@ -200,3 +200,41 @@ func TestVarsCharged(t *testing.T) {
 	}()
 	varSet(ctx, nil, s)
 }
+
+// The start section, the guest's own code run while instantiating, is stopped at the init deadline.
+func TestStartLoop(t *testing.T) {
+	e := newTestEngine(t)
+	m := wb.Module{Types: []wb.FuncType{voidT, i32T}, Funcs: []wb.Func{{Type: 0, Body: wb.Loop()}, {Type: 1, Body: wb.Body(wb.I32Const(0))}},
+		Exports: []wb.Export{{Name: "run", Kind: wb.ExportFunc, Index: 1}}, Start: wb.Index(0)}
+	for _, c := range []struct {
+		limits Limits
+		want   string
+	}{
+		{Limits{CallTimeout: 200 * time.Millisecond}, "the start function did not finish within 200ms (limits.callTimeout)"},
+		{Limits{CallTimeout: time.Minute, InitTimeout: 300 * time.Millisecond}, "within 300ms (the init timeout)"},
+	} {
+		p := mustLoadWasm(t, e, m.Bytes(), c.limits)
+		start := time.Now()
+		_, err := p.NewInstance(context.Background())
+		if !errors.Is(err, ErrInitTimeout) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("NewInstance: %v, want %q", err, c.want)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("stopped after %v", d)
+		}
+	}
+	// The caller's context stops it too.
+	p := mustLoadWasm(t, e, m.Bytes(), Limits{InitTimeout: time.Minute})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := p.NewInstance(ctx); !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("NewInstance with a cancelled context: %v", err)
+	}
+	// Without any timeout the default applies; a reactor's _initialize that loops is stopped as well.
+	r := wb.Module{Types: []wb.FuncType{voidT, i32T}, Funcs: []wb.Func{{Type: 0, Body: wb.Loop()}, {Type: 1, Body: wb.Body(wb.I32Const(0))}},
+		Exports: []wb.Export{{Name: "_initialize", Kind: wb.ExportFunc, Index: 0}, {Name: "run", Kind: wb.ExportFunc, Index: 1}}}
+	p = mustLoadWasm(t, e, r.Bytes(), Limits{InitTimeout: 200 * time.Millisecond})
+	if _, err := p.NewInstance(context.Background()); !errors.Is(err, ErrInitTimeout) || !strings.Contains(err.Error(), "not done within 200ms") {
+		t.Errorf("_initialize loop: %v", err)
+	}
+}

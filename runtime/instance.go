@@ -120,7 +120,7 @@ func (i *Instance) Call(ctx context.Context, function string, input []byte) ([]b
 		return nil, 1, err
 	}
 	if i.needInit && function != "_start" && function != "_initialize" {
-		if err := i.runInit(ctx, "__wasm_call_ctors"); err != nil {
+		if err := i.runInit(ctx, "__wasm_call_ctors", i.plugin.limits.CallTimeout); err != nil {
 			return nil, 1, fmt.Errorf("failed to initialize runtime: %w", err)
 		}
 		i.needInit = false
@@ -133,7 +133,7 @@ func (i *Instance) Call(ctx context.Context, function string, input []byte) ([]b
 	}
 	i.callNum = 0
 	i.stack[0] = 0
-	rc, err := i.invoke(ctx, fn.f, i.stack[:], fn.results)
+	rc, err := i.invoke(ctx, i.plugin.limits.CallTimeout, fn.f, i.stack[:], fn.results)
 	i.k.dropExtInput()
 	if err != nil {
 		i.k.reset()
@@ -176,35 +176,14 @@ func (i *Instance) function(name string) (*exportedFunc, error) {
 
 // invoke runs f under the call timeout and the caller's context and maps the outcome as Extism
 // does: an exit code for proc_exit and for stopped calls, the function's i32 result otherwise.
-func (i *Instance) invoke(ctx context.Context, f api.Function, stack []uint64, results int) (rc uint32, err error) {
+func (i *Instance) invoke(ctx context.Context, d time.Duration, f api.Function, stack []uint64, results int) (rc uint32, err error) {
 	if err := ctx.Err(); err != nil {
 		// Nothing ran: the instance stays usable.
 		return exitCodeOf(err), sys.NewExitError(exitCodeOf(err))
 	}
-	i.cctx.parent = ctx
-	if d := i.plugin.limits.CallTimeout; d > 0 {
-		i.deadline = time.Now().Add(d)
-		if i.timer == nil {
-			i.timer = time.AfterFunc(d, i.timeout)
-		} else {
-			i.timer.Reset(d)
-		}
-	}
-	var stop func() bool
-	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { i.kill(exitCodeOf(ctx.Err())) })
-	}
-
+	stop := i.guard(ctx, d)
 	err = f.CallWithStack(&i.cctx, stack)
-
-	if stop != nil {
-		stop()
-	}
-	if i.timer != nil {
-		i.timer.Stop()
-	}
-	i.cctx.parent = context.Background()
-	i.deadline = time.Time{}
+	stop()
 
 	if code := i.killReason.Load(); code != 0 {
 		// Stopped: a host function blocked at the time (a sleep, an HTTP request) may have returned
@@ -240,6 +219,34 @@ func (i *Instance) invoke(ctx context.Context, f api.Function, stack []uint64, r
 type stopError struct{ *sys.ExitError }
 
 func (e stopError) Unwrap() error { return e.ExitError }
+
+// guard arms the stop of whatever guest code runs with &i.cctx as its context (a call, an
+// initialiser, the start section): after d, or when ctx is done. The returned function disarms it.
+func (i *Instance) guard(ctx context.Context, d time.Duration) (disarm func()) {
+	i.cctx.parent = ctx
+	if d > 0 {
+		i.deadline = time.Now().Add(d)
+		if i.timer == nil {
+			i.timer = time.AfterFunc(d, i.timeout)
+		} else {
+			i.timer.Reset(d)
+		}
+	}
+	var stop func() bool
+	if ctx.Done() != nil {
+		stop = context.AfterFunc(ctx, func() { i.kill(exitCodeOf(ctx.Err())) })
+	}
+	return func() {
+		if stop != nil {
+			stop()
+		}
+		if i.timer != nil {
+			i.timer.Stop()
+		}
+		i.cctx.parent = context.Background()
+		i.deadline = time.Time{}
+	}
+}
 
 func exitCodeOf(err error) uint32 {
 	if errors.Is(err, context.DeadlineExceeded) {

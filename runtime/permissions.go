@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -58,13 +59,43 @@ type Limits struct {
 	// is refused at load; growth beyond it fails inside the guest (memory.grow returns -1, alloc
 	// returns 0), as WebAssembly specifies.
 	MaxMemoryBytes int64
-	// CallTimeout bounds one call, guest runtime initialisation included. A call that runs longer
-	// is stopped and its instance discarded.
+	// CallTimeout bounds one call. A call that runs longer is stopped and its instance discarded.
 	CallTimeout time.Duration
+	// InitTimeout bounds making an instance: the module's start section and its guest runtime's
+	// initialisers. Zero means CallTimeout, or DefaultInitTimeout when that is zero too, so that no
+	// guest code ever runs without a deadline while an instance is made.
+	InitTimeout time.Duration
 	// MaxInputBytes bounds the input of a call; a larger input is refused before the guest runs.
 	MaxInputBytes int64
 	// MaxOutputBytes bounds the output a call may set; setting a larger one fails the call.
 	MaxOutputBytes int64
+}
+
+// DefaultInitTimeout bounds instantiation when neither Limits.InitTimeout nor Limits.CallTimeout is set.
+const DefaultInitTimeout = 10 * time.Second
+
+// ErrInitTimeout is returned by Plugin.NewInstance when the start section or an initialiser ran
+// past the init timeout and was stopped.
+var ErrInitTimeout = errors.New("guest initialisation timed out")
+
+func (l Limits) initTimeout() time.Duration {
+	switch {
+	case l.InitTimeout > 0:
+		return l.InitTimeout
+	case l.CallTimeout > 0:
+		return l.CallTimeout
+	}
+	return DefaultInitTimeout
+}
+
+func (l Limits) initTimeoutName() string {
+	switch {
+	case l.InitTimeout > 0:
+		return "the init timeout"
+	case l.CallTimeout > 0:
+		return "limits.callTimeout"
+	}
+	return "the default init timeout"
 }
 
 // LogLevel is the severity of a plugin log message. The zero value is LogInfo.

@@ -3,14 +3,17 @@ package runtime
 import (
 	"context"
 	crand "crypto/rand"
+	"errors"
 	"fmt"
 	"maps"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
+	"github.com/tetratelabs/wazero/sys"
 )
 
 // PluginConfig is what a plugin is allowed and given besides its module.
@@ -141,7 +144,9 @@ func (p *Plugin) Close(ctx context.Context) error {
 }
 
 // NewInstance instantiates the module with its own memory, kernel arena and vars, and initialises
-// its guest runtime (WASI reactor _initialize, Haskell hs_init) within Limits.CallTimeout.
+// its guest runtime (the start section, WASI reactor _initialize, Haskell hs_init) within the init
+// timeout (Limits.InitTimeout), stopping it as a call is stopped when it runs longer; that fails
+// with ErrInitTimeout.
 func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 	if p.closed.Load() {
 		return nil, fmt.Errorf("instantiate plugin %s: %w", p.name, ErrClosed)
@@ -154,42 +159,67 @@ func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 	alloc := experimental.MemoryAllocatorFunc(func(_, max uint64) experimental.LinearMemory {
 		return &linearMemory{budget: &i.budget, max: max}
 	})
-	mod, err := p.e.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, alloc), p.mod.c.cm,
+	// Instantiation runs the module's start section, the guest's code: it runs under the same stop
+	// as a call, within the init timeout, and so do the initialisers after it, in what is left.
+	d := p.limits.initTimeout()
+	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("instantiate plugin %s: %w", p.name, err)
+	}
+	disarm := i.guard(ctx, d)
+	mod, err := p.e.rt.InstantiateModule(experimental.WithMemoryAllocator(&i.cctx, alloc), p.mod.c.cm,
 		p.modCfg.WithNanosleep(i.nanosleep))
+	disarm()
+	if code := i.killReason.Load(); code != 0 {
+		if mod != nil {
+			mod.Close(context.Background())
+		}
+		if err := ctx.Err(); err != nil || code != sys.ExitCodeDeadlineExceeded {
+			return nil, fmt.Errorf("instantiate plugin %s: %w", p.name, cmpErr(err, context.Canceled))
+		}
+		return nil, fmt.Errorf("instantiate plugin %s: %w: the start function did not finish within %v (%s)",
+			p.name, ErrInitTimeout, d, p.limits.initTimeoutName())
+	}
 	if err != nil {
 		return nil, fmt.Errorf("instantiate plugin %s: %w", p.name, err)
 	}
 	i.mod = mod
+	left := max(d-time.Since(start), time.Nanosecond)
 	switch p.init {
 	case initHaskell:
-		err = i.initHaskell(ctx)
+		err = i.initHaskell(ctx, left)
 	case initReactor:
-		err = i.runInit(ctx, "_initialize")
+		err = i.runInit(ctx, "_initialize", left)
 	}
 	if err != nil {
 		i.Close(ctx)
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return nil, fmt.Errorf("instantiate plugin %s: failed to initialize runtime: %w: not done within %v (%s): %w",
+				p.name, ErrInitTimeout, d, p.limits.initTimeoutName(), err)
+		}
 		return nil, fmt.Errorf("instantiate plugin %s: failed to initialize runtime: %w", p.name, err)
 	}
 	return i, nil
 }
 
-func (i *Instance) runInit(ctx context.Context, name string) error {
+func (i *Instance) runInit(ctx context.Context, name string, d time.Duration) error {
 	f := i.mod.ExportedFunction(name)
 	if f == nil {
 		return nil
 	}
-	_, err := i.invoke(ctx, f, make([]uint64, max(len(f.Definition().ParamTypes()), len(f.Definition().ResultTypes()), 1)), 0)
+	_, err := i.invoke(ctx, d, f, make([]uint64, max(len(f.Definition().ParamTypes()), len(f.Definition().ResultTypes()), 1)), 0)
 	return err
 }
 
-func (i *Instance) initHaskell(ctx context.Context) error {
-	if err := i.runInit(ctx, "_initialize"); err != nil {
+func (i *Instance) initHaskell(ctx context.Context, d time.Duration) error {
+	start := time.Now()
+	if err := i.runInit(ctx, "_initialize", d); err != nil {
 		i.log(LogError, "Error running reactor _initialize: "+err.Error())
 		if i.err != nil {
 			return err
 		}
 	}
-	if err := i.runInit(ctx, "hs_init"); err != nil {
+	if err := i.runInit(ctx, "hs_init", max(d-time.Since(start), time.Nanosecond)); err != nil {
 		return err
 	}
 	i.log(LogDebug, "Initialized Haskell language runtime.")
@@ -231,3 +261,10 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 func (m *linearMemory) Free() {}
 
 var _ api.Closer = (*Plugin)(nil)
+
+func cmpErr(err, def error) error {
+	if err == nil {
+		return def
+	}
+	return err
+}
