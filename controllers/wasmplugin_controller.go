@@ -576,6 +576,10 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 		if errors.Is(err, runtime.ErrInvalidModule) {
 			return stall(wasmv1.ReasonInvalidModule, "module %s: %w", ShortDigest(res.Digest), err)
 		}
+		if errors.Is(err, runtime.ErrModuleTooComplex) {
+			return stall(wasmv1.ReasonModuleTooComplex, "module %s: %w; use a smaller module or raise the limit on the controller and the hosts",
+				ShortDigest(res.Digest), err)
+		}
 		return err
 	}
 	cfg := PluginConfig(obj, ctrl.LoggerFrom(ctx))

@@ -48,8 +48,8 @@ func (l CompileLimits) check(s *shape) error {
 		return fmt.Errorf("%w: it defines %d functions, more than the %d the host compiles (--compile-max-functions)",
 			ErrModuleTooComplex, s.funcs, l.MaxFunctions)
 	case l.MaxFunctionBytes > 0 && int64(s.maxBody) > l.MaxFunctionBytes:
-		return fmt.Errorf("%w: function %d has %s of code, more than the %s the host compiles in one function (--compile-max-function-size)",
-			ErrModuleTooComplex, s.maxBodyI, formatBytes(uint64(s.maxBody)), formatBytes(uint64(l.MaxFunctionBytes)))
+		return fmt.Errorf("%w: function %d has %d bytes of code, more than the %s the host compiles in one function (--compile-max-function-size)",
+			ErrModuleTooComplex, s.maxBodyI, s.maxBody, formatBytes(uint64(l.MaxFunctionBytes)))
 	case l.MaxLocals > 0 && s.locals > uint64(l.MaxLocals):
 		return fmt.Errorf("%w: function %d declares %d locals, more than the %d the host compiles (--compile-max-locals)",
 			ErrModuleTooComplex, s.localsI, s.locals, l.MaxLocals)

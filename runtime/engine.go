@@ -56,6 +56,13 @@ type EngineConfig struct {
 
 	// Compile bounds what compiling one module may take; see CompileLimits.
 	Compile CompileLimits
+	// CompileCommand, when set, is the command of a child process that compiles each module first
+	// (the program and its first arguments, such as the manager's own path and "compile"; it must
+	// run CompileMain), under Compile.CompileMemory and CompileTimeout, killed when it goes over
+	// either. The engine then loads the compiled code from the cache the child filled, in a
+	// temporary folder when CacheDir is empty. Empty compiles in process, where neither bound can
+	// stop a compile that has started.
+	CompileCommand []string
 
 	// withoutTermination turns close-on-context-done off, so that a benchmark can show its cost.
 	// Calls can then not be stopped.
@@ -72,6 +79,9 @@ type Engine struct {
 	sem            chan struct{}
 	compileTimeout time.Duration
 	limits         CompileLimits
+	compileCommand []string
+	writeDir       string // where compiled code is written; a child process fills it
+	tempDir        string // removed on Close
 
 	callIDs atomic.Uint64
 
@@ -93,6 +103,12 @@ type compiled struct {
 
 // NewEngine starts an engine. Close it to release the runtime and every compiled module.
 func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
+	return newEngine(ctx, cfg, false)
+}
+
+// newEngine is NewEngine; a compiling child passes child to compile in process whatever its
+// configuration says.
+func newEngine(ctx context.Context, cfg EngineConfig, child bool) (*Engine, error) {
 	e := &Engine{
 		sem:            make(chan struct{}, cmp(cfg.MaxConcurrentCompiles, DefaultMaxConcurrentCompiles)),
 		compileTimeout: cmp(cfg.CompileTimeout, DefaultCompileTimeout),
@@ -113,6 +129,23 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
 		}
 		e.cache = cache
 		rc = rc.WithCompilationCache(cache)
+		e.writeDir = e.compiledDir
+	}
+	if len(cfg.CompileCommand) > 0 && !child {
+		e.compileCommand = cfg.CompileCommand
+		if e.cache == nil {
+			dir, err := os.MkdirTemp("", "wasm-operator-compiled-")
+			if err != nil {
+				return nil, fmt.Errorf("create compile cache: %w", err)
+			}
+			cache, err := wazero.NewCompilationCacheWithDir(dir)
+			if err != nil {
+				os.RemoveAll(dir)
+				return nil, fmt.Errorf("open compile cache %s: %w", dir, err)
+			}
+			e.cache, e.writeDir, e.tempDir = cache, dir, dir
+			rc = rc.WithCompilationCache(cache)
+		}
 	}
 	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
@@ -168,6 +201,9 @@ func (e *Engine) Close(ctx context.Context) error {
 	err := e.rt.Close(ctx)
 	if e.cache != nil {
 		err = errors.Join(err, e.cache.Close(ctx))
+	}
+	if e.tempDir != "" {
+		err = errors.Join(err, os.RemoveAll(e.tempDir))
 	}
 	return err
 }
@@ -238,6 +274,22 @@ func (e *Engine) compile(ctx context.Context, wasm []byte) (wazero.CompiledModul
 	case <-ctx.Done():
 		return nil, ModuleInfo{}, compileCtxErr(ctx, e.compileTimeout, "waiting for a compile slot")
 	}
+	if e.compileCommand != nil {
+		err := e.compileInChild(ctx, wasm)
+		if ctx.Err() != nil {
+			<-e.sem
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, ModuleInfo{}, fmt.Errorf("compile module: %w: %w after %v compiling (the compile process was killed); the limit is --compile-timeout",
+					ErrModuleTooComplex, ErrCompileTimeout, e.compileTimeout)
+			}
+			return nil, ModuleInfo{}, compileCtxErr(ctx, e.compileTimeout, "compiling")
+		}
+		if err != nil {
+			<-e.sem
+			return nil, ModuleInfo{}, fmt.Errorf("compile module: %w", err)
+		}
+		// What follows reads the compiled code from the cache the child filled.
+	}
 	type result struct {
 		cm  wazero.CompiledModule
 		err error
@@ -270,7 +322,7 @@ func (e *Engine) compile(ctx context.Context, wasm []byte) (wazero.CompiledModul
 
 func compileCtxErr(ctx context.Context, timeout time.Duration, doing string) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("compile module: %w after %v %s", ErrCompileTimeout, timeout, doing)
+		return fmt.Errorf("compile module: %w after %v %s; the limit is --compile-timeout", ErrCompileTimeout, timeout, doing)
 	}
 	return fmt.Errorf("compile module: %s: %w", doing, ctx.Err())
 }

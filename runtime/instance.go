@@ -128,8 +128,12 @@ func (i *Instance) Call(ctx context.Context, function string, input []byte) ([]b
 
 	i.k.reset()
 	if !i.k.setExtInput(input) {
-		return nil, 1, fmt.Errorf("call %s: %w: the %d-byte input does not fit in limits.maxMemory %s with the %s in use",
-			function, ErrMemoryLimit, len(input), formatBytes(i.budget.max), formatBytes(i.budget.max-i.budget.left()))
+		beside := ""
+		if used := i.budget.max - i.budget.left(); used > 0 {
+			beside = fmt.Sprintf(" beside the %d bytes in use", used)
+		}
+		return nil, 1, fmt.Errorf("call %s: %w: the %d-byte input does not fit in limits.maxMemory %s%s",
+			function, ErrMemoryLimit, len(input), formatBytes(i.budget.max), beside)
 	}
 	i.callNum = 0
 	i.stack[0] = 0

@@ -119,10 +119,14 @@ func check(cm wazero.CompiledModule, info ModuleInfo, perms Permissions, limits 
 		errs = append(errs, &ImportError{Import: imp, Reason: "is a memory, table or global import, which the host does not provide"})
 	}
 	if max := uint64(limits.MaxMemoryBytes); max > 0 && info.MinMemoryBytes+info.TableBytes > max {
-		what := formatBytes(info.MinMemoryBytes) + " of memory"
-		if info.TableBytes > 0 {
-			what += " and tables of up to " + formatBytes(info.TableBytes)
+		var parts []string
+		if info.MinMemoryBytes > 0 || info.TableBytes == 0 {
+			parts = append(parts, formatBytes(info.MinMemoryBytes)+" of memory")
 		}
+		if info.TableBytes > 0 {
+			parts = append(parts, "tables of up to "+formatBytes(info.TableBytes))
+		}
+		what := strings.Join(parts, " and ")
 		errs = append(errs, fmt.Errorf("%w: the module starts with %s, more than limits.maxMemory %s",
 			ErrMemoryLimit, what, formatBytes(max)))
 	}

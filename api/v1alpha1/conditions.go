@@ -38,6 +38,10 @@ const (
 	// ReasonInvalidModule: the content is not a usable WebAssembly module (not wasm, does not compile,
 	// no callable export, memory minimum above limits.maxMemory).
 	ReasonInvalidModule = "InvalidModule"
+	// ReasonModuleTooComplex: compiling the module would go over a compile limit of the controller and
+	// hosts (function size, function count, locals, compile memory or time); the message names the limit
+	// and its flag. Use a smaller module or raise the limit.
+	ReasonModuleTooComplex = "ModuleTooComplex"
 	// ReasonPermissionDenied: the module imports a host function whose permission is not granted in
 	// spec.permissions; the message names the import and the permission.
 	ReasonPermissionDenied = "PermissionDenied"

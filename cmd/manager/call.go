@@ -106,7 +106,9 @@ func runCall(args []string) int {
 		configs, hosts                       stringList
 		memoryMax                            byteSize
 		timeout                              timeoutFlag
+		compile                              compileFlags
 	)
+	compile.register(fs)
 	fs.StringVar(&input, "input", "", "the call's input")
 	fs.StringVar(&inputFile, "input-file", "", "read the call's input from this file")
 	fs.BoolVar(&stdin, "stdin", false, "read the call's input from standard input")
@@ -185,7 +187,12 @@ func runCall(args []string) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	engine, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: cacheDir})
+	ecfg, err := compile.engineConfig(cacheDir)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "manager call: %v\n", err)
+		return 1
+	}
+	engine, err := runtime.NewEngine(ctx, ecfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "manager call: %v\n", err)
 		return 1

@@ -85,7 +85,9 @@ func runController(args []string) int {
 		burst         = fs.Int("kube-api-burst", controllers.DefaultKubeAPIBurst, "burst of queries to the API server")
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
+		compile       compileFlags
 	)
+	compile.register(fs)
 	fs.Var(quantityFlag{&maxModule}, "max-module-size", "largest module fetched, as a size such as 256Mi")
 	fs.Var(quantityFlag{&cacheMaxBytes}, "cache-max-size", "cap of the module cache, such as 10Gi; least recently used unreferenced modules are evicted first; 0 means no cap")
 	log, ok := parseWithLogging(fs, args)
@@ -95,7 +97,7 @@ func runController(args []string) int {
 	if err := controllerMain(ctrl.SetupSignalHandler(), log, controllerOptions{
 		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, metricsSecure: *metricsSecure, probeAddr: *probeAddr,
 		leaderElect: *leaderElect, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
-		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes,
+		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes, compile: compile,
 	}); err != nil {
 		log.Error(err, "controller stopped")
 		return 1
@@ -108,6 +110,7 @@ type controllerOptions struct {
 	leaderElect, metricsSecure                  bool
 	workers                                     int
 	gcInterval, gcGrace                         time.Duration
+	compile                                     compileFlags
 	qps                                         float32
 	burst                                       int
 	maxModule, cacheMax                         int64
@@ -138,7 +141,7 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, eng, err := openCache(ctx, o.cacheDir, store.Options{Registerer: metrics.Registry})
+	st, eng, err := openCache(ctx, o.cacheDir, store.Options{Registerer: metrics.Registry}, o.compile)
 	if err != nil {
 		return err
 	}
@@ -176,12 +179,16 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 
 // openCache opens the module store and a wasm engine compiling into the same shared cache folder, as the
 // controller and the hosts both do.
-func openCache(ctx context.Context, dir string, opts store.Options) (*store.Store, *runtime.Engine, error) {
+func openCache(ctx context.Context, dir string, opts store.Options, compile compileFlags) (*store.Store, *runtime.Engine, error) {
 	st, err := store.Open(dir, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the module cache: %w", err)
 	}
-	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: dir})
+	ecfg, err := compile.engineConfig(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	eng, err := runtime.NewEngine(ctx, ecfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the wasm engine: %w", err)
 	}

@@ -32,6 +32,7 @@ type hostOptions struct {
 	node, cacheDir, namespace, listen string
 	auth                              bool
 	leaseDuration, statusInterval     time.Duration
+	compile                           compileFlags
 }
 
 func runHost(args []string) int {
@@ -44,6 +45,7 @@ func runHost(args []string) int {
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
+	o.compile.register(fs)
 	log, ok := parseWithLogging(fs, args)
 	if !ok {
 		return 2
@@ -76,7 +78,7 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, eng, err := openCache(ctx, o.cacheDir, store.Options{})
+	st, eng, err := openCache(ctx, o.cacheDir, store.Options{}, o.compile)
 	if err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ import (
 type command struct {
 	summary string
 	run     func(args []string) int
+	hidden  bool // left out of the usage text
 }
 
 var commands = map[string]command{}
@@ -42,8 +43,10 @@ func main() {
 
 func usage() {
 	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	for n, c := range commands {
+		if !c.hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	fmt.Fprintln(os.Stderr, "usage: manager <subcommand> [flags]\n\nsubcommands:")

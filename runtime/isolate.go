@@ -1,0 +1,138 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// compileInChild compiles wasm in a child process (EngineConfig.CompileCommand) into the engine's
+// compiled cache, under CompileLimits.CompileMemory and the compile timeout, so that a module
+// whose compilation would take more memory or time than allowed is stopped for real: the child is
+// killed, not abandoned while it runs on. The caller then compiles in process, from the cache.
+func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
+	args := append(e.compileCommand[1:len(e.compileCommand):len(e.compileCommand)],
+		"-cache-dir", e.writeDir,
+		"-memory", strconv.FormatInt(e.limits.CompileMemory, 10),
+		"-max-function-bytes", strconv.FormatInt(e.limits.MaxFunctionBytes, 10),
+		"-max-functions", strconv.FormatInt(e.limits.MaxFunctions, 10),
+		"-max-locals", strconv.FormatInt(e.limits.MaxLocals, 10))
+	cmd := exec.CommandContext(ctx, e.compileCommand[0], args...)
+	cmd.Stdin = bytes.NewReader(wasm)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.Env = append(os.Environ(), compileChildEnv+"=1")
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if len(msg) > 2048 {
+		msg = msg[:2048] + "..."
+	}
+	var exit *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		return nil // the caller reports its context
+	case errors.As(err, &exit) && exit.ExitCode() == exitInvalid:
+		return fmt.Errorf("%w: %s", ErrInvalidModule, strings.TrimPrefix(msg, ErrInvalidModule.Error()+": "))
+	case errors.As(err, &exit) && exit.ExitCode() == exitTooComplex:
+		return fmt.Errorf("%w: %s", ErrModuleTooComplex, strings.TrimPrefix(msg, ErrModuleTooComplex.Error()+": "))
+	case errors.As(err, &exit) && (strings.Contains(msg, "out of memory") || exitSignal(exit) == syscall.SIGKILL):
+		return fmt.Errorf("%w: compiling it takes more than the %s the host allows a compile (--compile-memory)",
+			ErrModuleTooComplex, formatBytes(uint64(e.limits.CompileMemory)))
+	case errors.As(err, &exit):
+		// The compiler itself failed (a panic): the same bytes fail the same way every time.
+		return fmt.Errorf("%w: the compiler failed on it: %s", ErrInvalidModule, firstLine(msg))
+	}
+	return fmt.Errorf("start the compile process: %w", err)
+}
+
+func exitSignal(exit *exec.ExitError) syscall.Signal {
+	if ws, ok := exit.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return ws.Signal()
+	}
+	return 0
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// Exit codes of CompileMain besides 0 (compiled), 2 (usage) and the Go runtime's own.
+const (
+	exitInvalid    = 3
+	exitTooComplex = 4
+)
+
+// compileChildEnv marks the environment of a compiling child process.
+const compileChildEnv = "WASM_OPERATOR_COMPILE_CHILD"
+
+// IsCompileChild reports whether this process was started by an engine to compile a module.
+func IsCompileChild() bool { return os.Getenv(compileChildEnv) == "1" }
+
+// CompileMain is the compiling child process: it limits its own memory, reads a module from
+// stdin, compiles it into the cache folder given with -cache-dir and exits. It returns the exit
+// code. An Engine runs it through EngineConfig.CompileCommand; `manager compile` is that command.
+func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
+	fs := flag.NewFlagSet("compile", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dir := fs.String("cache-dir", "", "the compiled cache folder to fill (required)")
+	var l CompileLimits
+	fs.Int64Var(&l.CompileMemory, "memory", DefaultCompileMemory, "the process's data limit in bytes")
+	fs.Int64Var(&l.MaxFunctionBytes, "max-function-bytes", DefaultMaxFunctionBytes, "largest function body")
+	fs.Int64Var(&l.MaxFunctions, "max-functions", DefaultMaxFunctions, "most functions")
+	fs.Int64Var(&l.MaxLocals, "max-locals", DefaultMaxLocals, "most locals of one function")
+	if err := fs.Parse(args); err != nil || *dir == "" {
+		fmt.Fprintln(stderr, "usage: compile -cache-dir DIR [-memory BYTES] < module.wasm")
+		return 2
+	}
+	if l.CompileMemory > 0 {
+		if err := limitData(uint64(l.CompileMemory)); err != nil {
+			fmt.Fprintf(stderr, "limit memory: %v\n", err)
+			return 1
+		}
+		debug.SetMemoryLimit(l.CompileMemory * 3 / 4)
+	}
+	wasm, err := io.ReadAll(stdin)
+	if err != nil {
+		fmt.Fprintf(stderr, "read module: %v\n", err)
+		return 1
+	}
+	ctx := context.Background()
+	e, err := newEngine(ctx, EngineConfig{CacheDir: *dir, Compile: l, CompileTimeout: 24 * time.Hour}, true) // the parent kills it at its timeout
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	defer e.Close(ctx)
+	if _, err := e.Compile(ctx, wasm); err != nil {
+		fmt.Fprintln(stderr, strings.TrimPrefix(err.Error(), "compile module: "))
+		if errors.Is(err, ErrModuleTooComplex) {
+			return exitTooComplex
+		}
+		return exitInvalid
+	}
+	return 0
+}
+
+// limitData sets the process's RLIMIT_DATA, which bounds the Go heap and every other private
+// writable mapping (the compiler's buffers included).
+func limitData(n uint64) error {
+	lim := syscall.Rlimit{Cur: n, Max: n}
+	return syscall.Setrlimit(syscall.RLIMIT_DATA, &lim)
+}
