@@ -20,6 +20,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/wasm-operator/wasm-operator/controllers/host"
+	"github.com/wasm-operator/wasm-operator/internal/crashguard"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 )
@@ -33,6 +34,7 @@ type hostOptions struct {
 	auth                              bool
 	leaseDuration, statusInterval     time.Duration
 	compile                           compileFlags
+	stateDir                          string
 }
 
 func runHost(args []string) int {
@@ -45,6 +47,7 @@ func runHost(args []string) int {
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
+	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/wasm-operator/host", "node-local folder where the host records the plugin version it is loading, so that after a crash it refuses that version; empty disables it")
 	o.compile.register(fs)
 	log, ok := parseWithLogging(fs, args)
 	if !ok {
@@ -88,6 +91,11 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 		return fmt.Errorf("register host metrics: %w", err)
 	}
 	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins")}
+	if o.stateDir != "" {
+		if plugins.Guard, err = crashguard.Open(o.stateDir); err != nil {
+			return fmt.Errorf("%w (set --state-dir to a writable node-local folder)", err)
+		}
+	}
 	r := &host.Reconciler{Client: mgr.GetClient(), Node: o.node, Namespace: o.namespace, Plugins: plugins,
 		LeaseDuration: o.leaseDuration, StatusInterval: o.statusInterval}
 	if err := r.SetupWithManager(mgr); err != nil {

@@ -16,6 +16,7 @@ import (
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/controllers"
+	"github.com/wasm-operator/wasm-operator/internal/crashguard"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/pool"
@@ -56,6 +57,8 @@ type Plugins struct {
 	Store   *store.Store
 	Metrics *hostapi.Metrics
 	Log     logr.Logger
+	// Guard, when set, refuses a version whose load crashed the host before.
+	Guard *crashguard.Guard
 
 	mu      sync.RWMutex
 	plugins map[types.NamespacedName]*plugin
@@ -114,6 +117,18 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 		p.setPhase(wasmv1.NodePhaseLoading, "loading "+controllers.ShortDigest(digest))
 	}
 
+	if h.Guard != nil {
+		if err := h.Guard.Begin(key.String(), want); err != nil {
+			// Retrying would crash the host again: the version stays Failed until it changes.
+			msg := fmt.Sprintf("load %s: %v", controllers.ShortDigest(digest), err)
+			if cur := p.cur.Load(); cur != nil {
+				msg += "; serving " + controllers.ShortDigest(cur.digest)
+			}
+			p.setPhase(wasmv1.NodePhaseFailed, msg)
+			return nil
+		}
+		defer h.Guard.Done(key.String())
+	}
 	start := time.Now()
 	v, err := h.load(ctx, obj, digest, want)
 	if err != nil {
@@ -246,6 +261,9 @@ func (h *Plugins) Unload(key types.NamespacedName) bool {
 	}
 	if v := p.cur.Swap(nil); v != nil {
 		go h.retire(v)
+	}
+	if h.Guard != nil {
+		h.Guard.Forget(key.String())
 	}
 	if h.Metrics != nil {
 		h.Metrics.Forget(key.Namespace, key.Name)

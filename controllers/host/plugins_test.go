@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/crashguard"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
@@ -199,5 +200,40 @@ func TestRevokedPermissionStopsServing(t *testing.T) {
 	if e.Phase != wasmv1.NodePhaseFailed || e.Digest != "" || !strings.Contains(e.Message, "needs permissions.vars") ||
 		!strings.Contains(e.Message, "stopped serving") {
 		t.Fatalf("entry = %+v", e)
+	}
+}
+
+// TestCrashedVersionRefused: a version whose load was in progress when the host last stopped is refused
+// (Failed, "crashed the host") without loading it, while other plugins load; a new version loads again.
+func TestCrashedVersionRefused(t *testing.T) {
+	tb := newTable(t, "greet", "count-vowels")
+	dir := t.TempDir()
+	crashed := newObj("bad", tb.digests["greet"], wasmv1.WasmPluginSpec{})
+	g, err := crashguard.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The host began loading this version and crashed.
+	if err := g.Begin("default/bad", versionKey(crashed, tb.digests["greet"])); err != nil {
+		t.Fatal(err)
+	}
+	if tb.Guard, err = crashguard.Open(dir); err != nil { // restarted
+		t.Fatal(err)
+	}
+	if err := tb.Ensure(context.Background(), crashed); err != nil {
+		t.Fatalf("Ensure of the crashed version: %v (it must not be retried)", err)
+	}
+	e, _ := tb.Entry(types.NamespacedName{Namespace: "default", Name: "bad"})
+	if e.Phase != wasmv1.NodePhaseFailed || !strings.Contains(e.Message, "crashed the host while it loaded it") || e.Digest != "" {
+		t.Errorf("crashed version: %+v", e)
+	}
+	tb.ensure(t, newObj("good", tb.digests["count-vowels"], wasmv1.WasmPluginSpec{}))
+	if e, _ := tb.Entry(types.NamespacedName{Namespace: "default", Name: "good"}); e.Phase != wasmv1.NodePhaseReady {
+		t.Errorf("other plugin: %+v", e)
+	}
+	changed := newObj("bad", tb.digests["greet"], wasmv1.WasmPluginSpec{Config: map[string]string{"greeting": "Hi"}})
+	tb.ensure(t, changed)
+	if e, _ := tb.Entry(types.NamespacedName{Namespace: "default", Name: "bad"}); e.Phase != wasmv1.NodePhaseReady {
+		t.Errorf("changed spec: %+v", e)
 	}
 }

@@ -181,7 +181,7 @@ func (s *Stack) StartController() (*Process, error) {
 // with extra arguments such as --auth=false.
 func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error) {
 	args := append([]string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace,
-		"--listen", listen}, extra...)
+		"--listen", listen, "--state-dir", filepath.Join(s.opts.Dir, "state-"+node)}, extra...)
 	return s.start("host-"+node, args...)
 }
 

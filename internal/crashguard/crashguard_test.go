@@ -1,0 +1,103 @@
+package crashguard
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func open(t *testing.T, dir string) *Guard {
+	t.Helper()
+	g, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// A load that ends is forgotten; a load still recorded at the next start is refused from then on, across
+// restarts, until the version changes; other plugins load.
+func TestCrashedVersionRefused(t *testing.T) {
+	dir := t.TempDir()
+	g := open(t, dir)
+	if err := g.Begin("ns/good", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	g.Done("ns/good")
+	if err := g.Begin("ns/bad", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	// The host crashes here: no Done.
+
+	for restart := range 2 {
+		g = open(t, dir)
+		var ce *CrashedError
+		err := g.Begin("ns/bad", "v1")
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "crashed the host while it loaded it") {
+			t.Fatalf("restart %d: Begin of the crashed version: %v", restart, err)
+		}
+		if err := g.Begin("ns/good", "v1"); err != nil {
+			t.Fatalf("restart %d: another plugin: %v", restart, err)
+		}
+		g.Done("ns/good")
+	}
+	if err := g.Begin("ns/bad", "v2"); err != nil {
+		t.Fatalf("a new version: %v", err)
+	}
+	g.Done("ns/bad")
+	g = open(t, dir)
+	if err := g.Begin("ns/bad", "v1"); err != nil {
+		t.Errorf("the old version after the new one loaded: %v", err)
+	}
+}
+
+func TestForgetAndTornRecords(t *testing.T) {
+	dir := t.TempDir()
+	g := open(t, dir)
+	if err := g.Begin("ns/bad", "v1"); err != nil {
+		t.Fatal(err)
+	}
+	g = open(t, dir)
+	g.Forget("ns/bad")
+	if err := g.Begin("ns/bad", "v1"); err != nil {
+		t.Errorf("after Forget: %v", err)
+	}
+	// A record torn by a crash is dropped, not a reason to refuse or to fail.
+	if err := os.WriteFile(filepath.Join(dir, "0123.json"), []byte(`{"plugin":"ns/x","ver`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g = open(t, dir)
+	if err := g.Begin("ns/x", "v1"); err != nil {
+		t.Errorf("after a torn record: %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(filepath.Join(file, "sub")); err == nil {
+		t.Error("Open under a file: no error")
+	}
+}
+
+func TestHammer(t *testing.T) {
+	g := open(t, t.TempDir())
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := []string{"ns/a", "ns/b"}[i%2]
+			for range 50 {
+				if err := g.Begin(p, "v1"); err != nil {
+					t.Error(err)
+					return
+				}
+				g.Done(p)
+			}
+		}()
+	}
+	wg.Wait()
+}
