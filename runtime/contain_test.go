@@ -238,3 +238,17 @@ func TestStartLoop(t *testing.T) {
 		t.Errorf("_initialize loop: %v", err)
 	}
 }
+
+// A memory that starts with no pages is held to the budget too (found by FuzzLoadModule).
+func TestEmptyMemoryGrowth(t *testing.T) {
+	e := newTestEngine(t)
+	body := wb.Body(wb.I32Const(12288), wb.MemGrow) // 768 MiB at once
+	p := mustLoadWasm(t, e, runModule(body, []wb.Limits{{Min: 0}}, nil), Limits{MaxMemoryBytes: 1 << 20})
+	i := newInstance(t, p)
+	if _, rc, err := i.Call(context.Background(), "run", nil); err != nil || rc != 0xffffffff {
+		t.Errorf("memory.grow by 768 MiB from 0 pages under 1Mi: %d, %v; want -1", int32(rc), err)
+	}
+	if i.budget.guest > 1<<20 {
+		t.Errorf("guest memory %d bytes", i.budget.guest)
+	}
+}

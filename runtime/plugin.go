@@ -229,16 +229,20 @@ func (i *Instance) initHaskell(ctx context.Context, d time.Duration) error {
 // linearMemory backs a guest's linear memory and refuses to grow it beyond the instance's memory
 // budget, which makes memory.grow return -1 inside the guest.
 type linearMemory struct {
-	budget *memBudget
-	max    uint64 // the module's own maximum
-	buf    []byte
+	budget  *memBudget
+	max     uint64 // the module's own maximum
+	buf     []byte
+	started bool
 }
 
 func (m *linearMemory) Reallocate(size uint64) []byte {
 	b := m.budget
-	if m.buf != nil && !b.fits(size, b.arena) {
+	// The first call is the module's declared minimum, checked when the plugin was made; a nil
+	// buffer there would end instantiation with a panic. Every later one is a memory.grow.
+	if m.started && !b.fits(size, b.arena) {
 		return nil
 	}
+	m.started = true
 	if size <= uint64(cap(m.buf)) {
 		m.buf = m.buf[:size]
 	} else {
