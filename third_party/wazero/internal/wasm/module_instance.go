@@ -6,22 +6,42 @@ import (
 	"fmt"
 
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 )
 
 // FailIfClosed returns a sys.ExitError if CloseWithExitCode was called.
 func (m *ModuleInstance) FailIfClosed() (err error) {
 	if closed := m.Closed.Load(); closed != 0 {
-		switch closed & exitCodeFlagMask {
-		case exitCodeFlagResourceClosed:
-		case exitCodeFlagResourceNotClosed:
-			// This happens when this module is closed asynchronously in CloseModuleOnCanceledOrTimeout,
-			// and the closure of resources have been deferred here.
-			_ = m.ensureResourcesClosed(context.Background())
-		}
+		// When this module was closed asynchronously (CloseModuleOnCanceledOrTimeout, StopWithExitCode),
+		// the closure of resources has been deferred here.
+		_ = m.closeDeferredResources(context.Background())
 		return sys.NewExitError(uint32(closed >> 32)) // Unpack the high order bits as the exit code.
 	}
 	return nil
+}
+
+// closeDeferredResources releases the resources of a module closed asynchronously, once.
+func (m *ModuleInstance) closeDeferredResources(ctx context.Context) error {
+	closed := m.Closed.Load()
+	if closed&exitCodeFlagMask != exitCodeFlagResourceNotClosed {
+		return nil
+	}
+	if !m.Closed.CompareAndSwap(closed, closed&^exitCodeFlagMask|exitCodeFlagResourceClosed) {
+		return nil // another goroutine is releasing them
+	}
+	return m.ensureResourcesClosed(ctx)
+}
+
+// StopWithExitCode closes the module with the exit code from any goroutine, while one of its functions
+// may be running, deferring the closure of its resources to that call (FailIfClosed) or to the next
+// Close. See experimental.StopModule.
+func (m *ModuleInstance) StopWithExitCode(exitCode uint32) bool {
+	if !m.setExitCode(exitCode, exitCodeFlagResourceNotClosed) {
+		return false
+	}
+	_ = m.s.deleteModule(m)
+	return true
 }
 
 // CloseModuleOnCanceledOrTimeout take a context `ctx`, which might be a Cancel or Timeout context,
@@ -30,6 +50,9 @@ func (m *ModuleInstance) FailIfClosed() (err error) {
 //
 // Callers of this function must invoke the returned context.CancelFunc to release the spawned Goroutine.
 func (m *ModuleInstance) CloseModuleOnCanceledOrTimeout(ctx context.Context) context.CancelFunc {
+	if _, ok := ctx.(experimental.CallStopper); ok {
+		return noopCancel // the context's owner stops the call with StopWithExitCode
+	}
 	// Creating an empty channel in this case is a bit more efficient than
 	// creating a context.Context and canceling it with the same effect. We
 	// really just need to be notified when to stop listening to the users
@@ -39,6 +62,8 @@ func (m *ModuleInstance) CloseModuleOnCanceledOrTimeout(ctx context.Context) con
 	go m.closeModuleOnCanceledOrTimeout(ctx, cancelChan)
 	return func() { close(cancelChan) }
 }
+
+func noopCancel() {}
 
 // closeModuleOnCanceledOrTimeout is extracted from CloseModuleOnCanceledOrTimeout for testing.
 func (m *ModuleInstance) closeModuleOnCanceledOrTimeout(ctx context.Context, cancelChan <-chan struct{}) {
@@ -99,7 +124,9 @@ func (m *ModuleInstance) Close(ctx context.Context) (err error) {
 // CloseWithExitCode implements the same method as documented on api.Module.
 func (m *ModuleInstance) CloseWithExitCode(ctx context.Context, exitCode uint32) (err error) {
 	if !m.setExitCode(exitCode, exitCodeFlagResourceClosed) {
-		return nil // not an error to have already closed
+		// Not an error to have already closed, but resources of a module stopped asynchronously after
+		// its last call returned are still to be released.
+		return m.closeDeferredResources(ctx)
 	}
 	_ = m.s.deleteModule(m)
 	return m.ensureResourcesClosed(ctx)

@@ -136,6 +136,16 @@ type (
 		// when an exception is caught. Compiled code loads this from execCtx
 		// after the trampoline call to decide which handler to dispatch to.
 		caughtExceptionClauseIdx int64
+		// moduleClosedPtr points to the Closed word of the module this call engine belongs to. With
+		// ensureTermination, compiled code loads it at every loop header and function entry and leaves for
+		// Go (the check-module-exit-code trampoline) only when it is non-zero.
+		moduleClosedPtr *uint64
+		// stackGuardPtr points to the stackguard0 word of the goroutine running the call, refreshed on each
+		// call. The Go scheduler sets it to stackPreempt when it wants the goroutine to yield (preemption,
+		// a stop-the-world for the garbage collector); compiled code cannot be preempted asynchronously, so
+		// with ensureTermination it checks this word beside moduleClosedPtr and leaves for Go to yield.
+		// It is a uintptr: goroutine descriptors are never freed.
+		stackGuardPtr uintptr
 	}
 )
 
@@ -331,6 +341,9 @@ func (c *callEngine) callWithStack(ctx context.Context, paramResultStack []uint6
 	if c.stackTop&(16-1) != 0 {
 		panic("BUG: stack must be aligned to 16 bytes")
 	}
+	if ensureTermination {
+		c.execCtx.stackGuardPtr = getg() + goroutineStackGuard0Offset
+	}
 	entrypoint(c.preambleExecutable, c.executable, c.execCtxPtr, c.parent.opaquePtr, paramResultPtr, c.stackTop)
 	for {
 		switch ec := c.execCtx.exitCode; ec & wazevoapi.ExitCodeMask {
@@ -477,6 +490,9 @@ func (c *callEngine) callWithStack(ctx context.Context, paramResultStack []uint6
 			if err := m.FailIfClosed(); err != nil {
 				panic(err)
 			}
+			// Compiled code came here because the module was closed or because the scheduler asked this
+			// goroutine to yield (execCtx.stackGuardPtr); the module is open, so it was the latter.
+			runtime.Gosched()
 			c.execCtx.exitCode = wazevoapi.ExitCodeOK
 			afterGoFunctionCallEntrypoint(c.execCtx.goCallReturnAddress, c.execCtxPtr,
 				uintptr(unsafe.Pointer(c.execCtx.stackPointerBeforeGoCall)), c.execCtx.framePointerBeforeGoCall)

@@ -23,6 +23,8 @@ import (
 
 var crc = crc32.MakeTable(crc32.Castagnoli)
 
+var inlineTerminationCheckKey = []byte("inline-termination-check-1")
+
 // fileCacheKey returns a key for the file cache.
 // In order to avoid collisions with the existing compiler, we do not use m.ID directly,
 // but instead we rehash it with magic.
@@ -30,6 +32,9 @@ func fileCacheKey(m *wasm.Module) (ret filecache.Key) {
 	s := sha256.New()
 	s.Write(m.ID[:])
 	s.Write(magic)
+	// Code compiled with the inline termination check differs from upstream wazero's for the same
+	// version: keep the two apart in a shared cache.
+	s.Write(inlineTerminationCheckKey)
 	// Write the CPU features so that we can cache the compiled module for the same CPU.
 	// This prevents the incompatible CPU features from being used.
 	cpu := platform.CpuFeatures.Raw()

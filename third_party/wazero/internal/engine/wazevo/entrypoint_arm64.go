@@ -11,3 +11,6 @@ func entrypoint(preambleExecutable, functionExecutable *byte, executionContextPt
 //
 //go:linkname afterGoFunctionCallEntrypoint github.com/tetratelabs/wazero/internal/engine/wazevo/backend/isa/arm64.afterGoFunctionCallEntrypoint
 func afterGoFunctionCallEntrypoint(executable *byte, executionContextPtr uintptr, stackPointer, framePointer uintptr)
+
+// getg returns the address of the running goroutine's descriptor (runtime.g).
+func getg() uintptr

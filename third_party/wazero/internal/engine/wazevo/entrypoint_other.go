@@ -13,3 +13,7 @@ func entrypoint(preambleExecutable, functionExecutable *byte, executionContextPt
 func afterGoFunctionCallEntrypoint(executable *byte, executionContextPtr uintptr, stackPointer, framePointer uintptr) {
 	panic(runtime.GOARCH)
 }
+
+func getg() uintptr {
+	panic(runtime.GOARCH)
+}

@@ -154,6 +154,12 @@ func (c *Compiler) lowerBody(entryBlk ssa.BasicBlock) {
 		c.callListenerBefore()
 	}
 
+	if c.ensureTermination {
+		// Loop headers are not enough: recursion without loops, such as f(n) calling f(n-1) twice,
+		// runs for 2^n calls within a shallow stack.
+		c.insertTerminationCheck()
+	}
+
 	// Pushes the empty control frame which corresponds to the function return.
 	c.loweringState.ctrlPush(controlFrame{
 		kind:           controlFrameKindFunction,
@@ -1353,16 +1359,7 @@ func (c *Compiler) lowerCurrentOpcode() {
 		c.switchTo(originalLen, loopHeader)
 
 		if c.ensureTermination {
-			checkModuleExitCodePtr := builder.AllocateInstruction().
-				AsLoad(c.execCtxPtrValue,
-					wazevoapi.ExecutionContextOffsetCheckModuleExitCodeTrampolineAddress.U32(),
-					ssa.TypeI64,
-				).Insert(builder).Return()
-
-			args := c.allocateVarLengthValues(1, c.execCtxPtrValue)
-			builder.AllocateInstruction().
-				AsCallIndirect(checkModuleExitCodePtr, &c.checkModuleExitCodeSig, args).
-				Insert(builder)
+			c.insertTerminationCheck()
 		}
 	case wasm.OpcodeIf:
 		bt := c.readBlockType()
@@ -4814,6 +4811,64 @@ func (c *Compiler) insertIntegerExtend(signed bool, from, to byte) {
 	builder.InsertInstruction(extend)
 	value := extend.Return()
 	state.push(value)
+}
+
+// insertTerminationCheck inserts, at a loop header or a function entry, the check that lets a
+// module closed while it runs (by Module.CloseWithExitCode, experimental.StopModule or
+// close-on-context-done) stop, and lets the Go scheduler run other goroutines and the garbage
+// collector while compiled code loops:
+//
+//	check:
+//	   if *execCtx.moduleClosedPtr != 0 { goto slow }             // low word of ModuleInstance.Closed
+//	   if *execCtx.stackGuardPtr == StackPreempt { goto slow }    // the scheduler asks to yield
+//	   ... (the rest of the loop or function)
+//	slow:
+//	   call checkModuleExitCodeTrampoline(execCtx) // in Go: fail if closed, else runtime.Gosched()
+//	   goto check
+//
+// The fast path is two loads and a not-taken branch, twice, without leaving compiled code; the slow
+// block jumps back rather than forward so that the block layout puts it out of the fast path.
+func (c *Compiler) insertTerminationCheck() {
+	builder := c.ssaBuilder
+	execCtx := c.execCtxPtrValue
+
+	checkBlk, preemptBlk, slowBlk, contBlk := builder.AllocateBasicBlock(), builder.AllocateBasicBlock(),
+		builder.AllocateBasicBlock(), builder.AllocateBasicBlock()
+	builder.AllocateInstruction().AsJump(ssa.ValuesNil, checkBlk).Insert(builder)
+
+	builder.SetCurrentBlock(checkBlk)
+	closedPtr := builder.AllocateInstruction().
+		AsLoad(execCtx, wazevoapi.ExecutionContextOffsetModuleClosedPtr.U32(), ssa.TypeI64).
+		Insert(builder).Return()
+	// The low 32 bits of Closed hold a non-zero flag once the module is closed (the exit code is in the
+	// high bits), so a 32-bit load suffices on these little-endian targets.
+	closed := builder.AllocateInstruction().AsLoad(closedPtr, 0, ssa.TypeI32).Insert(builder).Return()
+	builder.AllocateInstruction().AsBrnz(closed, ssa.ValuesNil, slowBlk).Insert(builder)
+	builder.AllocateInstruction().AsJump(ssa.ValuesNil, preemptBlk).Insert(builder)
+
+	builder.SetCurrentBlock(preemptBlk)
+	builder.Seal(preemptBlk)
+	guardPtr := builder.AllocateInstruction().
+		AsLoad(execCtx, wazevoapi.ExecutionContextOffsetStackGuardPtr.U32(), ssa.TypeI64).
+		Insert(builder).Return()
+	guard := builder.AllocateInstruction().AsLoad(guardPtr, 0, ssa.TypeI64).Insert(builder).Return()
+	preempt := builder.AllocateInstruction().AsIconst64(wazevoapi.StackPreempt).Insert(builder).Return()
+	preempting := builder.AllocateInstruction().AsIcmp(guard, preempt, ssa.IntegerCmpCondEqual).Insert(builder).Return()
+	builder.AllocateInstruction().AsBrnz(preempting, ssa.ValuesNil, slowBlk).Insert(builder)
+	builder.AllocateInstruction().AsJump(ssa.ValuesNil, contBlk).Insert(builder)
+
+	builder.SetCurrentBlock(slowBlk)
+	builder.Seal(slowBlk)
+	checkModuleExitCodePtr := builder.AllocateInstruction().
+		AsLoad(execCtx, wazevoapi.ExecutionContextOffsetCheckModuleExitCodeTrampolineAddress.U32(), ssa.TypeI64).
+		Insert(builder).Return()
+	args := c.allocateVarLengthValues(1, execCtx)
+	builder.AllocateInstruction().AsCallIndirect(checkModuleExitCodePtr, &c.checkModuleExitCodeSig, args).Insert(builder)
+	builder.AllocateInstruction().AsJump(ssa.ValuesNil, checkBlk).Insert(builder)
+	builder.Seal(checkBlk)
+
+	builder.SetCurrentBlock(contBlk)
+	builder.Seal(contBlk)
 }
 
 func (c *Compiler) switchTo(originalStackLen int, targetBlk ssa.BasicBlock) {

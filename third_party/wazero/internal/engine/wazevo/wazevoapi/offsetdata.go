@@ -70,7 +70,15 @@ const (
 	// ExecutionContextOffsetCaughtExceptionClauseIdx is the matched catch clause index
 	// written by handleException and read by compiled handler dispatch code.
 	ExecutionContextOffsetCaughtExceptionClauseIdx Offset = 1232
+	// ExecutionContextOffsetModuleClosedPtr is an offset of `moduleClosedPtr` field in wazevo.executionContext.
+	ExecutionContextOffsetModuleClosedPtr Offset = 1240
+	// ExecutionContextOffsetStackGuardPtr is an offset of `stackGuardPtr` field in wazevo.executionContext.
+	ExecutionContextOffsetStackGuardPtr Offset = 1248
 )
+
+// StackPreempt is the value the Go scheduler stores in a goroutine's stackguard0 to ask it to yield
+// (runtime.stackPreempt, uintptrMask & -1314 on 64-bit platforms).
+const StackPreempt = 0xfffffffffffffade
 
 // ModuleContextOffsetData allows the compilers to get the information about offsets to the fields of wazevo.moduleContextOpaque,
 // This is unique per module.
