@@ -53,6 +53,9 @@ func (m *ModuleInstance) CloseModuleOnCanceledOrTimeout(ctx context.Context) con
 	if _, ok := ctx.(experimental.CallStopper); ok {
 		return noopCancel // the context's owner stops the call with StopWithExitCode
 	}
+	if ctx.Done() == nil {
+		return noopCancel // never done, such as context.Background()
+	}
 	// Creating an empty channel in this case is a bit more efficient than
 	// creating a context.Context and canceling it with the same effect. We
 	// really just need to be notified when to stop listening to the users
