@@ -66,14 +66,23 @@ verify: ## Fail when code is unformatted, vet complains, or generated files are 
 	if ! diff -r $$before/config config || ! diff $$before/zz_generated.deepcopy.go api/v1alpha1/zz_generated.deepcopy.go; then \
 		echo "generated files were stale: 'make generate manifests' has updated them; run 'make chart-crds', review and commit"; exit 1; fi
 	go run -C hack/tools/gen ./chartsync -root $(CURDIR) -check
+	hack/wazero/update.sh -check
 
 .PHONY: envtest-assets
 envtest-assets: ## Build the test control plane (kube-apiserver, etcd, kubectl) into bin/k8s/.
 	hack/build-control-plane.sh
 
 .PHONY: test
-test: envtest-assets ## Run every test: unit, envtest, e2e. Builds the control plane first when it is missing.
+test: envtest-assets test-wazero ## Run every test: unit, envtest, e2e, and wazero's of the patched packages. Builds the control plane first when it is missing.
 	go test $(GO_TEST_FLAGS) ./...
+
+# The packages hack/wazero/termination.patch changes, and wazero's close-on-context-done tests. third_party/wazero
+# is a module of its own, which `go test ./...` at the root does not enter.
+WAZERO_TESTS := ./internal/engine/wazevo/... ./internal/wasm/ ./experimental/ ./internal/integration_test/engine/
+
+.PHONY: test-wazero
+test-wazero: ## Run wazero's own tests of the packages our patch touches (third_party/wazero).
+	cd third_party/wazero && go test $(GO_TEST_FLAGS) $(WAZERO_TESTS)
 
 .PHONY: dev
 dev: envtest-assets ## Run the operator locally: control plane, controller, one host, sample plugins. Ctrl-C stops it.

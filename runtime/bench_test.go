@@ -1,10 +1,12 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	extism "github.com/extism/go-sdk"
 	"github.com/tetratelabs/wazero"
@@ -252,6 +254,101 @@ func BenchmarkCloseOnContextDone(b *testing.B) {
 				}
 				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/iteration")
 			})
+		}
+	}
+}
+
+// BenchmarkGuardedCompute measures what stopping calls costs code that computes: the SDK's
+// count_vowels on a 64 KiB input and an empty loop of 10 million iterations (computeWasm's count),
+// each on one reused instance with a call timeout ("guarded") and on an engine that cannot stop
+// calls ("unguarded"), beside the Extism Go SDK with a timeout. RATIONALE.md, "Why is wazero patched
+// for call timeouts?", uses it.
+func BenchmarkGuardedCompute(b *testing.B) {
+	ctx := context.Background()
+	input := bytes.Repeat([]byte("Hello, World! This is a longer input. "), 64<<10/38+1)[:64<<10]
+	for _, c := range []struct {
+		name, fn   string
+		wasm       []byte
+		input      []byte
+		iterations int
+	}{
+		{"count_vowels-64KiB", "count_vowels", benchWasm(b, "count_vowels.wasm"), input, 0},
+		{"loop", "count", computeWasm, nil, computeLoopIterations},
+	} {
+		report := func(b *testing.B) {
+			if c.input != nil {
+				b.SetBytes(int64(len(c.input)))
+			}
+			if c.iterations > 0 {
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.iterations), "ns/iteration")
+			}
+		}
+		modes := []struct {
+			name string
+			cfg  EngineConfig
+			wasm []byte // instead of c.wasm
+		}{{"guarded", EngineConfig{}, nil}, {"unguarded", EngineConfig{withoutTermination: true}, nil}}
+		if c.name == "loop" {
+			// The other way to stop calls: a module rewritten at load checks a global of its own, on an
+			// engine without close-on-context-done.
+			modes = append(modes, modes[1])
+			modes[2].name, modes[2].wasm = "rewritten-unguarded", rewrittenLoopWasm
+		}
+		for _, mode := range modes {
+			b.Run(c.name+"/"+mode.name, func(b *testing.B) {
+				e, err := NewEngine(ctx, mode.cfg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer e.Close(ctx)
+				wasm := c.wasm
+				if mode.wasm != nil {
+					wasm = mode.wasm
+				}
+				benchCall(b, e, wasm, c.fn, c.input)
+				report(b)
+			})
+		}
+		b.Run(c.name+"/sdk-timeout", func(b *testing.B) {
+			manifest := extism.Manifest{Wasm: []extism.Wasm{extism.WasmData{Data: c.wasm}}, Timeout: uint64(time.Minute.Milliseconds())}
+			cp, err := extism.NewCompiledPlugin(ctx, manifest, extism.PluginConfig{EnableWasi: true}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer cp.Close(ctx)
+			inst, err := cp.Instance(ctx, extism.PluginInstanceConfig{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer inst.Close(ctx)
+			b.ReportAllocs()
+			for b.Loop() {
+				if rc, _, err := inst.Call(c.fn, c.input); err != nil || rc != 0 {
+					b.Fatal(rc, err)
+				}
+			}
+			report(b)
+		})
+	}
+}
+
+// benchCall calls fn with input on one reused instance of wasm, with a call timeout.
+func benchCall(b *testing.B, e *Engine, wasm []byte, fn string, input []byte) {
+	ctx := context.Background()
+	p, err := e.Load(ctx, wasm, PluginConfig{Permissions: Permissions{Vars: &Vars{}}, Limits: Limits{CallTimeout: time.Minute}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close(ctx)
+	inst, err := p.NewInstance(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer inst.Close(ctx)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, rc, err := inst.Call(ctx, fn, input); err != nil || rc != 0 {
+			b.Fatal(rc, err)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 )
 
@@ -87,6 +88,11 @@ func (c *callCtx) Err() error {
 	}
 	return nil
 }
+
+// StopsCalls tells wazero that the instance stops its calls itself (kill), so that it starts no
+// goroutine per call to watch Done (experimental.CallStopper).
+func (c *callCtx) StopsCalls() {}
+
 func (c *callCtx) Value(key any) any {
 	if key == (instanceKey{}) {
 		return c.inst
@@ -261,11 +267,13 @@ func exitCodeOf(err error) uint32 {
 
 func (i *Instance) timeout() { i.kill(sys.ExitCodeDeadlineExceeded) }
 
-// kill stops the running call: wazero closes the module when the call's Done channel closes, and
-// blocking host functions return.
+// kill stops the running call: blocking host functions return on the call's Done channel, and
+// compiled code sees the module closed at its next loop header or function entry (an inline check
+// of a flag, see RATIONALE.md, "Why is wazero patched for call timeouts?").
 func (i *Instance) kill(code uint32) {
 	if i.killReason.CompareAndSwap(0, code) {
 		close(i.killCh)
+		experimental.StopModule(i.mod, code)
 	}
 }
 
@@ -329,3 +337,5 @@ func (i *Instance) log(level LogLevel, msg string) {
 		l.Error(nil, msg, "level", "error")
 	}
 }
+
+var _ experimental.CallStopper = (*callCtx)(nil)
