@@ -161,7 +161,11 @@ func (p *plugin) phaseIs(phase wasmv1.NodePhase) bool {
 }
 
 func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key string) (*version, error) {
-	data, err := h.Store.Get(digest)
+	size := int64(-1) // unknown: objects written before the size was recorded
+	if a := obj.Status.Artifact; a != nil && a.Size > 0 {
+		size = a.Size
+	}
+	data, err := h.Store.GetSize(digest, size)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("module missing from the shared cache; the controller stores it again: %w", err)
