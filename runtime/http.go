@@ -131,29 +131,7 @@ func (g *httpGuard) allows(host string) bool {
 }
 
 // glob matches s against pattern, where '*' matches any run of characters and '?' one.
-func glob(pattern, s string) bool {
-	px, sx := 0, 0
-	starP, starS := -1, 0
-	for sx < len(s) {
-		switch {
-		case px < len(pattern) && (pattern[px] == '?' || pattern[px] == s[sx]):
-			px++
-			sx++
-		case px < len(pattern) && pattern[px] == '*':
-			starP, starS = px, sx
-			px++
-		case starP >= 0:
-			starS++
-			px, sx = starP+1, starS
-		default:
-			return false
-		}
-	}
-	for px < len(pattern) && pattern[px] == '*' {
-		px++
-	}
-	return px == len(pattern)
-}
+func glob(pattern, s string) bool { return netguard.Glob(pattern, s) }
 
 // internalName reports names that only mean something inside a cluster or a host: they are
 // refused before any lookup, and their addresses would be refused at dial time anyway.

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -83,6 +84,9 @@ func runController(args []string) int {
 		gcGrace       = fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced module stays in the cache")
 		qps           = fs.Float64("kube-api-qps", controllers.DefaultKubeAPIQPS, "queries per second to the API server")
 		burst         = fs.Int("kube-api-burst", controllers.DefaultKubeAPIBurst, "burst of queries to the API server")
+		denyPrivate   = fs.Bool("source-deny-private-networks", false, "refuse module sources on private addresses (RFC 1918, unique-local, carrier-grade NAT...), checked at dial time and on every redirect; loopback and link-local sources are always refused")
+		allowedHosts  = fs.String("allowed-source-hosts", "", "comma-separated globs of the only hosts module sources may name (and redirect to), such as registry.example.com,*.example.org; empty allows any")
+		allowLoopback = fs.Bool("dev-allow-loopback-sources", false, "let module sources on loopback through, for a development stack on one machine; never in a cluster")
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
 	)
@@ -96,6 +100,7 @@ func runController(args []string) int {
 		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, metricsSecure: *metricsSecure, probeAddr: *probeAddr,
 		leaderElect: *leaderElect, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
 		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes,
+		guard: source.Guard{DenyPrivateNetworks: *denyPrivate, AllowedHosts: splitList(*allowedHosts), AllowLoopback: *allowLoopback},
 	}); err != nil {
 		log.Error(err, "controller stopped")
 		return 1
@@ -111,6 +116,18 @@ type controllerOptions struct {
 	qps                                         float32
 	burst                                       int
 	maxModule, cacheMax                         int64
+	guard                                       source.Guard
+}
+
+// splitList splits a comma-separated flag value, dropping spaces and empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) error {
@@ -151,7 +168,7 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("wasm-operator-controller"),
-		Fetcher:                 &source.Fetcher{Metrics: fm},
+		Fetcher:                 &source.Fetcher{Metrics: fm, Guard: &o.guard},
 		Store:                   st,
 		Engine:                  eng,
 		HostNamespace:           o.namespace,

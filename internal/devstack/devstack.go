@@ -173,7 +173,8 @@ func (s *Stack) AddNode(ctx context.Context, name string, labels map[string]stri
 // StartController starts `manager controller`.
 func (s *Stack) StartController() (*Process, error) {
 	args := append([]string{"controller", "--cache-dir", s.CacheDir, "--namespace", Namespace,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--leader-elect=true"}, s.opts.ControllerArgs...)
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--leader-elect=true",
+		"--dev-allow-loopback-sources"}, s.opts.ControllerArgs...) // the file server is on loopback
 	return s.start("controller", args...)
 }
 
