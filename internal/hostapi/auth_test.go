@@ -154,7 +154,9 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 			wwwAuth: `Bearer realm="wasm-operator"`, outcome: OutcomeUnauthorized},
 		{name: "not a bearer token", path: echo, auth: "Basic dXNlcjpwdw==", status: 401, body: "bearer token is required",
 			wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
-		{name: "garbage token", path: echo, auth: "Bearer not-a-token", status: 401, body: "not valid",
+		{name: "garbage token", path: echo, auth: "Bearer not-a-token", status: 401, body: "not a JWT",
+			wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
+		{name: "forged token", path: echo, auth: "Bearer " + jwtLike("forged"), status: 401, body: "not valid",
 			wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
 		{name: "unserved plugin is 404 only once authorized", path: "/v1/namespaces/" + ns + "/wasmplugins/absent/call/run",
 			auth: "Bearer " + allowed, status: 404, body: "not served on this node", outcome: OutcomeNotFound},
@@ -186,7 +188,7 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 		{ns, "echo", "run", OutcomeOK, 2},
 		{ns, "echo", "", OutcomeForbidden, 1},
 		{"other", "echo", "", OutcomeForbidden, 1},
-		{ns, "echo", "", OutcomeUnauthorized, 3},
+		{ns, "echo", "", OutcomeUnauthorized, 4},
 		{"", "", "", OutcomeUnauthorized, 1},
 		{"", "", "", OutcomeNotFound, 1},
 	} {
@@ -204,14 +206,18 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 		if code, _, _ := call(echo, "Bearer "+denied); code != 403 {
 			t.Fatalf("cached denied call = %d", code)
 		}
-		if code, _, _ := call(echo, "Bearer not-a-token"); code != 401 {
+		if code, _, _ := call(echo, "Bearer "+jwtLike("forged")); code != 401 {
 			t.Fatalf("cached invalid call = %d", code)
+		}
+		if code, _, _ := call(echo, "Bearer not-a-token"); code != 401 {
+			t.Fatalf("malformed token call = %d", code)
 		}
 	}
 	if dt, ds := counter.tokens.Load()-tokens, counter.sars.Load()-sars; dt != 0 || ds != 0 {
-		t.Errorf("60 repeated calls made %d token reviews and %d access reviews, want 0 and 0", dt, ds)
+		t.Errorf("80 repeated calls made %d token reviews and %d access reviews, want 0 and 0", dt, ds)
 	}
-	// Three distinct tokens were reviewed once each, and four (token, plugin) pairs authorized once each.
+	// Three distinct well-formed tokens were reviewed once each (the malformed one never), and four
+	// (token, plugin) pairs authorized once each.
 	if tokens != 3 || sars != 4 {
 		t.Errorf("first calls made %d token reviews and %d access reviews, want 3 and 4", tokens, sars)
 	}
