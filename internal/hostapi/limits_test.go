@@ -207,4 +207,3 @@ func TestWellFormedJWT(t *testing.T) {
 		}
 	}
 }
-
