@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,7 +31,9 @@ func init() {
 
 type hostOptions struct {
 	node, cacheDir, namespace, listen string
+	audiences, tlsCert, tlsKey        string
 	auth                              bool
+	maxConnections                    int
 	leaseDuration, statusInterval     time.Duration
 }
 
@@ -42,6 +45,10 @@ func runHost(args []string) int {
 	fs.StringVar(&o.namespace, "namespace", operatorNamespace(), "namespace of the host Leases; $POD_NAMESPACE when set")
 	fs.StringVar(&o.listen, "listen", ":8181", "address of the call API, /metrics, /healthz and /readyz")
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
+	fs.StringVar(&o.audiences, "token-audiences", hostapi.DefaultAudience, "comma-separated audiences a caller's token must be issued for (TokenReview spec.audiences); callers mount a projected serviceAccountToken of this audience, which the API server itself refuses")
+	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "PEM serving certificate of the call API (HTTPS); read again when it changes. Required with --auth, so that tokens never cross the network in clear")
+	fs.StringVar(&o.tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.IntVar(&o.maxConnections, "max-connections", hostapi.DefaultMaxConnections, "connections the call API serves at once; more wait")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
 	log, ok := parseWithLogging(fs, args)
@@ -50,6 +57,15 @@ func runHost(args []string) int {
 	}
 	if o.node == "" {
 		fmt.Fprintln(os.Stderr, "manager host: --node-name (or $NODE_NAME) is required: the name of the node this host runs on")
+		return 2
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		fmt.Fprintln(os.Stderr, "manager host: --tls-cert-file and --tls-key-file go together; set both")
+		return 2
+	}
+	if o.auth && o.tlsCert == "" {
+		fmt.Fprintln(os.Stderr, "manager host: --auth needs --tls-cert-file and --tls-key-file: bearer tokens must not cross the network in clear "+
+			"(plain HTTP is only for --auth=false on a loopback --listen address)")
 		return 2
 	}
 	if err := hostMain(ctrl.SetupSignalHandler(), log, o); err != nil {
@@ -95,8 +111,18 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return err
 	}
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" {
+		certs, err := hostapi.NewCertReloader(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return err
+		}
+		tlsConfig = certs.TLSConfig()
+	}
 	srv, err := hostapi.New(hostapi.Options{
-		Addr: o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
+		TLSConfig: tlsConfig,
+		Addr:      o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
+		Audiences: splitList(o.audiences), MaxConnections: o.maxConnections,
 		Metrics: hm, Registerer: metrics.Registry, Gatherer: metrics.Registry,
 		Ready: r.Ready, Logger: log.WithName("api"),
 	})

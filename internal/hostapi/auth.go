@@ -54,7 +54,8 @@ var errThrottled = errors.New("too many token reviews from this address")
 // both answers. Concurrent misses for the same key share one review.
 type authorizer struct {
 	client     kubernetes.Interface
-	audiences  []string
+	audiences  []string // of call tokens
+	metricsAud []string // of /metrics tokens; nil: the API server's
 	allowedTTL time.Duration
 	deniedTTL  time.Duration
 	now        func() time.Time
@@ -93,16 +94,17 @@ type authDecision struct {
 // check authenticates the Authorization header of a request from client (its remote address) and
 // authorizes a call of namespace/name. It returns nil when the call may proceed.
 func (a *authorizer) check(ctx context.Context, client, header, namespace, name string) *authDecision {
-	return a.decide(ctx, client, header, accessKey{namespace: namespace, name: name})
+	return a.decide(ctx, client, header, a.audiences, accessKey{namespace: namespace, name: name})
 }
 
 // checkPath authenticates the Authorization header and authorizes get on a non-resource URL such as
 // /metrics, as the API server's own /metrics is guarded. It returns nil when the request may proceed.
 func (a *authorizer) checkPath(ctx context.Context, client, header, path string) *authDecision {
-	return a.decide(ctx, client, header, accessKey{path: path})
+	return a.decide(ctx, client, header, a.metricsAud, accessKey{path: path})
 }
 
-func (a *authorizer) decide(ctx context.Context, client, header string, key accessKey) *authDecision {
+// decide authenticates a token for one of audiences (nil: the API server's) and authorizes key.
+func (a *authorizer) decide(ctx context.Context, client, header string, audiences []string, key accessKey) *authDecision {
 	token, ok := bearerToken(header)
 	if !ok {
 		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
@@ -114,8 +116,9 @@ func (a *authorizer) decide(ctx context.Context, client, header string, key acce
 		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
 			message: "unauthorized: the bearer token is not a JWT; send a ServiceAccount token of the host's audience (a projected serviceAccountToken volume)"}
 	}
-	sum := sha256.Sum256([]byte(token))
-	tr, err := a.review(ctx, client, sum, token)
+	// The answer holds for these audiences only: they are part of the cache key.
+	sum := sha256.Sum256([]byte(strings.Join(audiences, ",") + "\x00" + token))
+	tr, err := a.review(ctx, client, sum, token, audiences)
 	if errors.Is(err, errThrottled) {
 		return &authDecision{status: http.StatusTooManyRequests, outcome: OutcomeThrottled,
 			message: "too many new tokens from " + clientIP(client) + ": retry later with a token already checked"}
@@ -125,8 +128,11 @@ func (a *authorizer) decide(ctx context.Context, client, header string, key acce
 			message: "authentication is unavailable", err: err}
 	}
 	if !tr.ok {
-		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
-			message: "unauthorized: the bearer token is not valid"}
+		msg := "unauthorized: the bearer token is not valid"
+		if len(audiences) > 0 {
+			msg += " for audience " + strings.Join(audiences, " or ") + " (request it with a projected serviceAccountToken volume)"
+		}
+		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized, message: msg}
 	}
 	key.token = sum
 	ar, err := a.authorize(ctx, key, tr.user)
@@ -149,7 +155,7 @@ func (a *authorizer) decide(ctx context.Context, client, header string, key acce
 	return nil
 }
 
-func (a *authorizer) review(ctx context.Context, client string, sum [sha256.Size]byte, token string) (tokenResult, error) {
+func (a *authorizer) review(ctx context.Context, client string, sum [sha256.Size]byte, token string, audiences []string) (tokenResult, error) {
 	if r, ok := a.tokens.get(sum, a.now()); ok {
 		return r, nil
 	}
@@ -160,12 +166,12 @@ func (a *authorizer) review(ctx context.Context, client string, sum [sha256.Size
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
 		defer cancel()
 		res, err := a.client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
-			Spec: authnv1.TokenReviewSpec{Token: token, Audiences: a.audiences},
+			Spec: authnv1.TokenReviewSpec{Token: token, Audiences: audiences},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			return tokenResult{}, fmt.Errorf("token review: %w", err)
 		}
-		r := tokenResult{ok: res.Status.Authenticated && a.audienceOK(res.Status.Audiences), user: res.Status.User}
+		r := tokenResult{ok: res.Status.Authenticated && audienceOK(audiences, res.Status.Audiences), user: res.Status.User}
 		ttl := a.deniedTTL
 		if r.ok {
 			ttl = a.allowedTTL
@@ -179,14 +185,14 @@ func (a *authorizer) review(ctx context.Context, client string, sum [sha256.Size
 	return v.(tokenResult), nil
 }
 
-// audienceOK reports whether the token is meant for this server: when audiences are configured,
-// the API server must have confirmed one of them.
-func (a *authorizer) audienceOK(got []string) bool {
-	if len(a.audiences) == 0 {
+// audienceOK reports whether the token is meant for this server: when audiences are wanted, the API
+// server must have confirmed one of them.
+func audienceOK(want, got []string) bool {
+	if len(want) == 0 {
 		return true
 	}
 	for _, g := range got {
-		if slices.Contains(a.audiences, g) {
+		if slices.Contains(want, g) {
 			return true
 		}
 	}

@@ -51,7 +51,8 @@ func (f *fakeReviews) client() *fake.Clientset {
 		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
 		switch tr.Spec.Token {
 		case jwtLike("good"), jwtLike("other"):
-			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: "user-" + jwtName(tr.Spec.Token)}}
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: tr.Spec.Audiences,
+				User: authnv1.UserInfo{Username: "user-" + jwtName(tr.Spec.Token)}}
 		}
 		return true, tr, nil
 	})

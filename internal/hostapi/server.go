@@ -19,6 +19,10 @@ import (
 // CallPath is the route of a plugin call, in the syntax of net/http.ServeMux.
 const CallPath = "/v1/namespaces/{namespace}/wasmplugins/{name}/call/{function}"
 
+// DefaultAudience is the token audience a host accepts calls with unless Options.Audiences says
+// otherwise.
+const DefaultAudience = "wasm-operator"
+
 // DefaultShutdownTimeout is how long Run lets in-flight calls finish after its context is done.
 const DefaultShutdownTimeout = 30 * time.Second
 
@@ -43,9 +47,14 @@ type Options struct {
 	// Kube makes the TokenReviews and SubjectAccessReviews. The host's ServiceAccount needs
 	// create on tokenreviews and subjectaccessreviews (the system:auth-delegator ClusterRole).
 	Kube kubernetes.Interface
-	// Audiences, when set, are the token audiences the server accepts; default: the API
-	// server's.
+	// Audiences are the token audiences calls are accepted with (TokenReview spec.audiences).
+	// Default [DefaultAudience]: tokens requested for the host, which the API server itself
+	// refuses, so a host that is compromised, or a caller's traffic read on the way, gives nothing
+	// to replay against the API server.
 	Audiences []string
+	// MetricsAudiences are the token audiences /metrics is served to. Default: the API server's,
+	// since Prometheus sends its own ServiceAccount token to every target.
+	MetricsAudiences []string
 	// DisableAuth lets every caller call every plugin. New refuses it unless Addr is a loopback
 	// address (127.0.0.0/8, ::1 or localhost), and Serve unless its listener is on one.
 	DisableAuth bool
@@ -124,6 +133,9 @@ func New(opts Options) (*Server, error) {
 		if opts.Kube == nil {
 			return nil, errors.New("hostapi: Options.Kube is required for TokenReview and SubjectAccessReview unless DisableAuth is set")
 		}
+		if len(opts.Audiences) == 0 {
+			opts.Audiences = []string{DefaultAudience}
+		}
 		size := opts.AuthCacheSize
 		if size <= 0 {
 			size = DefaultAuthCacheSize
@@ -131,6 +143,7 @@ func New(opts Options) (*Server, error) {
 		s.auth = &authorizer{
 			client:     opts.Kube,
 			audiences:  opts.Audiences,
+			metricsAud: opts.MetricsAudiences,
 			allowedTTL: orDefault(opts.AuthCacheTTL, DefaultAuthCacheTTL),
 			deniedTTL:  orDefault(opts.AuthDeniedCacheTTL, DefaultAuthDeniedCacheTTL),
 			now:        time.Now,
