@@ -43,6 +43,11 @@ type EngineConfig struct {
 	// <CacheDir>/compiled/<wazero version>/<goos-goarch>, so that processes sharing the folder
 	// compile each module once. Empty keeps compiled code in memory only.
 	CacheDir string
+	// SharedCacheDir, when set, is the root of a shared cache this process only reads (a node
+	// host's read-only mount): before compiling, its compiled entries that CacheDir lacks are copied
+	// into CacheDir, so code the controller compiled is reused, while what this process compiles is
+	// written to CacheDir only. It needs CacheDir.
+	SharedCacheDir string
 	// MaxConcurrentCompiles bounds how many modules compile at once; compiling a large module
 	// keeps a core busy for seconds. Zero means DefaultMaxConcurrentCompiles.
 	MaxConcurrentCompiles int
@@ -62,6 +67,7 @@ type Engine struct {
 	rt             wazero.Runtime
 	cache          wazero.CompilationCache
 	compiledDir    string
+	sharedDir      string // compiled entries of SharedCacheDir
 	sem            chan struct{}
 	compileTimeout time.Duration
 	callIDs        atomic.Uint64
@@ -103,6 +109,9 @@ func NewEngine(ctx context.Context, cfg EngineConfig) (*Engine, error) {
 		}
 		e.cache = cache
 		rc = rc.WithCompilationCache(cache)
+		if cfg.SharedCacheDir != "" {
+			e.sharedDir = CompiledDir(cfg.SharedCacheDir)
+		}
 	}
 	e.rt = wazero.NewRuntimeWithConfig(ctx, rc)
 	if _, err := wasi_snapshot_preview1.Instantiate(ctx, e.rt); err != nil {
@@ -189,6 +198,10 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	e.mu.Unlock()
 
 	if !found {
+		if e.sharedDir != "" {
+			// Best effort: a missing entry is compiled here instead.
+			_ = seedCompiled(e.sharedDir, e.compiledDir)
+		}
 		c.cm, c.info, c.err = e.compile(ctx, wasm)
 		if c.err != nil {
 			e.mu.Lock()

@@ -155,7 +155,7 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, eng, err := openCache(ctx, o.cacheDir, store.Options{Registerer: metrics.Registry})
+	st, eng, err := openCache(ctx, o.cacheDir, o.cacheDir, store.Options{Registerer: metrics.Registry, MaxBytes: o.maxModule})
 	if err != nil {
 		return err
 	}
@@ -191,14 +191,19 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	return mgr.Start(ctx)
 }
 
-// openCache opens the module store and a wasm engine compiling into the same shared cache folder, as the
-// controller and the hosts both do.
-func openCache(ctx context.Context, dir string, opts store.Options) (*store.Store, *runtime.Engine, error) {
+// openCache opens the module store of the shared cache folder dir and a wasm engine. The controller
+// (compileDir == dir) compiles into the shared cache; a host opens the store read-only and compiles into
+// its node-local compileDir, reading what the controller compiled from dir (empty: in memory only).
+func openCache(ctx context.Context, dir, compileDir string, opts store.Options) (*store.Store, *runtime.Engine, error) {
 	st, err := store.Open(dir, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the module cache: %w", err)
 	}
-	eng, err := runtime.NewEngine(ctx, runtime.EngineConfig{CacheDir: dir})
+	cfg := runtime.EngineConfig{CacheDir: compileDir}
+	if compileDir != dir && compileDir != "" {
+		cfg.SharedCacheDir = dir
+	}
+	eng, err := runtime.NewEngine(ctx, cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the wasm engine: %w", err)
 	}

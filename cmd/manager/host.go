@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,6 +32,7 @@ func init() {
 
 type hostOptions struct {
 	node, cacheDir, namespace, listen string
+	compileDir                        string
 	audiences, tlsCert, tlsKey        string
 	auth                              bool
 	maxConnections                    int
@@ -41,7 +43,8 @@ func runHost(args []string) int {
 	fs := flag.NewFlagSet("manager host", flag.ContinueOnError)
 	var o hostOptions
 	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "name of the node this host runs on; $NODE_NAME (from the downward API) when set")
-	fs.StringVar(&o.cacheDir, "cache-dir", "/var/cache/wasm-operator", "root of the shared module cache the controller fills")
+	fs.StringVar(&o.cacheDir, "cache-dir", "/var/cache/wasm-operator", "root of the shared module cache the controller fills; the host only reads it (mount it read-only)")
+	fs.StringVar(&o.compileDir, "compile-cache-dir", "", "node-local folder for the code this host compiles itself (the shared cache lacks it: other CPU features, a new wazero); never the shared cache. Empty: compile in memory only")
 	fs.StringVar(&o.namespace, "namespace", operatorNamespace(), "namespace of the host Leases; $POD_NAMESPACE when set")
 	fs.StringVar(&o.listen, "listen", ":8181", "address of the call API, /metrics, /healthz and /readyz")
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
@@ -92,7 +95,11 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, eng, err := openCache(ctx, o.cacheDir, store.Options{})
+	if o.compileDir != "" && filepath.Clean(o.compileDir) == filepath.Clean(o.cacheDir) {
+		return fmt.Errorf("--compile-cache-dir must not be the shared --cache-dir: hosts never write the shared cache")
+	}
+	// Read-only: only the controller writes the shared cache, whose compiled code every host runs.
+	st, eng, err := openCache(ctx, o.cacheDir, o.compileDir, store.Options{ReadOnly: true})
 	if err != nil {
 		return err
 	}

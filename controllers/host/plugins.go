@@ -170,7 +170,8 @@ func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key 
 	case errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("module missing from the shared cache; the controller stores it again: %w", err)
 	case errors.Is(err, store.ErrCorrupt):
-		return nil, fmt.Errorf("module in the shared cache is corrupt and was removed; the controller stores it again: %w", err)
+		// The cache is read-only here: the controller sees this message and stores the module again.
+		return nil, fmt.Errorf("%s; the controller stores it again: %w", controllers.MessageCorruptModule, err)
 	case err != nil:
 		return nil, fmt.Errorf("read module: %w", err)
 	}

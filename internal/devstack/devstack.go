@@ -190,7 +190,9 @@ func (s *Stack) StartController() (*Process, error) {
 // with extra arguments such as --auth=false. With authentication on, the call API speaks HTTPS with a
 // certificate of HostCA.
 func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error) {
-	args := []string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace, "--listen", listen}
+	// Each host compiles what the shared cache lacks into a folder of its own, as on a node.
+	args := []string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace, "--listen", listen,
+		"--compile-cache-dir", filepath.Join(s.opts.Dir, "local-"+node)}
 	if !slices.Contains(extra, "--auth=false") {
 		args = append(args, "--tls-cert-file", s.hostCert, "--tls-key-file", s.hostKey)
 	}
