@@ -338,6 +338,9 @@ type resolved struct {
 // so plugins sharing a module cause one fetch.
 func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlugin) (resolved, time.Duration, error) {
 	spec := &obj.Spec
+	if a := obj.Status.Artifact; a != nil && CorruptReported(obj.Status.Nodes) {
+		r.checkStored(ctx, a.Digest)
+	}
 	if spec.Source.ConfigMap != nil {
 		return r.resolveConfigMap(ctx, obj)
 	}
@@ -378,6 +381,15 @@ func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlug
 		return res, 0, nil
 	}
 	return res, r.fetches.dueIn(key, now, interval), nil
+}
+
+// checkStored reads a stored module back, which removes a corrupt copy, so that the steps below find it
+// missing and store it again. Hosts ask for it through their status (MessageCorruptModule): they only read
+// the shared cache.
+func (r *WasmPluginReconciler) checkStored(ctx context.Context, digest string) {
+	if _, err := r.Store.Get(digest); errors.Is(err, store.ErrCorrupt) {
+		ctrl.LoggerFrom(ctx).Info("a host found the stored module corrupt; storing it again", "digest", digest, "reason", err.Error())
+	}
 }
 
 // fetchOptions carries the credentials read from a referenced Secret.

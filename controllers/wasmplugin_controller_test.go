@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -627,5 +628,50 @@ func TestFetchCachePrune(t *testing.T) {
 	}
 	if _, found := c.cached("recent"); !found {
 		t.Error("a recent entry was pruned")
+	}
+}
+
+// TestHostReportsCorruptModule: hosts only read the shared cache. When one finds the stored module corrupt
+// (here: overwritten behind the controller's back) it says so in its entry, and the controller checks the
+// file, removes it and stores the module again, from its source.
+func TestHostReportsCorruptModule(t *testing.T) {
+	greet := module(t, "greet")
+	srv := newModuleServer(t, map[string][]byte{"/c.wasm": greet})
+	ctx := context.Background()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "node-corrupt"}}
+	if err := k8s.Create(ctx, node); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, node) })
+	l := &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Name: HostLeasePrefix + node.Name, Namespace: hostNS, Labels: map[string]string{HostLeaseLabel: node.Name}},
+		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node.Name), LeaseDurationSeconds: ptr.To(int32(300)),
+			RenewTime: &metav1.MicroTime{Time: time.Now()}},
+	}
+	if err := k8s.Create(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, l) })
+
+	newPlugin(t, "corrupt", httpSpec(srv.URL+"/c.wasm"))
+	p := waitFor(t, "corrupt", wasmv1.ReasonWaitingForNodes)
+	path := filepath.Join(cacheDir, p.Status.Artifact.Path)
+	bad := append([]byte(nil), greet...)
+	bad[len(bad)/2] ^= 0xff
+	if err := os.WriteFile(path, bad, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fetches := srv.requests["/c.wasm"].Load()
+	msg := "load " + ShortDigest(p.Status.Artifact.Digest) + ": " + MessageCorruptModule + "; the controller stores it again"
+	entry := map[string]any{"name": node.Name, "phase": "Failed", "message": msg}
+	if err := ApplyNodeEntries(ctx, k8s, client.ObjectKeyFromObject(p), node.Name, []any{entry}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, wait, func() (bool, string) {
+		b, err := os.ReadFile(path)
+		return err == nil && bytes.Equal(b, greet), fmt.Sprintf("stored file intact: %v (err %v)", bytes.Equal(b, greet), err)
+	})
+	if n := srv.requests["/c.wasm"].Load(); n <= fetches {
+		t.Fatalf("the module was not fetched again (%d requests before, %d after)", fetches, n)
 	}
 }

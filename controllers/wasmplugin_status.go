@@ -13,6 +13,23 @@ import (
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 )
 
+// MessageCorruptModule is part of a host's status message when the file of the artifact's digest in the
+// shared cache is not that module (another content, a special file, another size). Hosts mount the cache
+// read-only and cannot repair it; the controller, finding the phrase in a Failed entry, checks the stored
+// file itself, removes it when it is indeed corrupt, and stores the module again, after which the host's
+// retry loads it. This is the whole contract between the two, on whatever object carries host entries.
+const MessageCorruptModule = "module in the shared cache is corrupt"
+
+// CorruptReported reports whether a host says the shared cache holds a corrupt copy of the module it loads.
+func CorruptReported(nodes []wasmv1.NodeStatus) bool {
+	for _, n := range nodes {
+		if n.Phase == wasmv1.NodePhaseFailed && strings.Contains(n.Message, MessageCorruptModule) {
+			return true
+		}
+	}
+	return false
+}
+
 // Host is a live node host: one whose Lease has not expired.
 type Host struct {
 	// Node is the node's name.

@@ -199,3 +199,24 @@ func TestValidForGeneration(t *testing.T) {
 		}
 	}
 }
+
+func TestCorruptReported(t *testing.T) {
+	entry := func(phase wasmv1.NodePhase, msg string) wasmv1.NodeStatus {
+		return wasmv1.NodeStatus{Name: "n", Phase: phase, Message: msg}
+	}
+	for _, c := range []struct {
+		nodes []wasmv1.NodeStatus
+		want  bool
+	}{
+		{nil, false},
+		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseReady, "")}, false},
+		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseFailed, "load abc123: compile: out of memory")}, false},
+		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseReady, ""),
+			entry(wasmv1.NodePhaseFailed, "load abc123: "+MessageCorruptModule+"; the controller stores it again: ...")}, true},
+		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseLoading, MessageCorruptModule)}, false},
+	} {
+		if got := CorruptReported(c.nodes); got != c.want {
+			t.Errorf("CorruptReported(%+v) = %v, want %v", c.nodes, got, c.want)
+		}
+	}
+}

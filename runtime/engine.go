@@ -47,6 +47,11 @@ type EngineConfig struct {
 	// <CacheDir>/compiled/<wazero version>/<goos-goarch>, so that processes sharing the folder
 	// compile each module once. Empty keeps compiled code in memory only.
 	CacheDir string
+	// SharedCacheDir, when set, is the root of a shared cache this process only reads (a node
+	// host's read-only mount): before compiling, its compiled entries that CacheDir lacks are copied
+	// into CacheDir, so code the controller compiled is reused, while what this process compiles is
+	// written to CacheDir only. It needs CacheDir.
+	SharedCacheDir string
 	// MaxConcurrentCompiles bounds how many modules compile at once; compiling a large module
 	// keeps a core busy for seconds. Zero means DefaultMaxConcurrentCompiles.
 	MaxConcurrentCompiles int
@@ -76,6 +81,7 @@ type Engine struct {
 	rt             wazero.Runtime
 	cache          wazero.CompilationCache
 	compiledDir    string
+	sharedDir      string // compiled entries of SharedCacheDir
 	sem            chan struct{}
 	compileTimeout time.Duration
 	limits         CompileLimits
@@ -130,6 +136,9 @@ func newEngine(ctx context.Context, cfg EngineConfig, child bool) (*Engine, erro
 		e.cache = cache
 		rc = rc.WithCompilationCache(cache)
 		e.writeDir = e.compiledDir
+		if cfg.SharedCacheDir != "" {
+			e.sharedDir = CompiledDir(cfg.SharedCacheDir)
+		}
 	}
 	if len(cfg.CompileCommand) > 0 && !child {
 		e.compileCommand = cfg.CompileCommand
@@ -235,6 +244,10 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 	e.mu.Unlock()
 
 	if !found {
+		if e.sharedDir != "" {
+			// Best effort: a missing entry is compiled here instead.
+			_ = seedCompiled(e.sharedDir, e.compiledDir)
+		}
 		c.cm, c.info, c.err = e.compile(ctx, wasm)
 		if c.err != nil {
 			e.mu.Lock()

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/wasm-operator/wasm-operator/internal/netguard"
 )
 
 // httpGuard makes a plugin's HTTP requests: only to allowed hosts, never to private or
@@ -42,7 +44,8 @@ func newHTTPGuard(perm HTTP) *httpGuard {
 	for _, h := range perm.AllowedHosts {
 		g.allowed = append(g.allowed, strings.ToLower(strings.TrimSuffix(h, ".")))
 	}
-	dialer := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: g.control}
+	// Names are resolved as absolute, so search domains never make "redis.ns" a cluster name.
+	dialer := &netguard.Dialer{Dialer: net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: g.control}}
 	g.client = &http.Client{
 		Transport: &http.Transport{
 			Proxy:                 nil, // a proxy would connect on the plugin's behalf, past the address check
@@ -129,29 +132,7 @@ func (g *httpGuard) allows(host string) bool {
 }
 
 // glob matches s against pattern, where '*' matches any run of characters and '?' one.
-func glob(pattern, s string) bool {
-	px, sx := 0, 0
-	starP, starS := -1, 0
-	for sx < len(s) {
-		switch {
-		case px < len(pattern) && (pattern[px] == '?' || pattern[px] == s[sx]):
-			px++
-			sx++
-		case px < len(pattern) && pattern[px] == '*':
-			starP, starS = px, sx
-			px++
-		case starP >= 0:
-			starS++
-			px, sx = starP+1, starS
-		default:
-			return false
-		}
-	}
-	for px < len(pattern) && pattern[px] == '*' {
-		px++
-	}
-	return px == len(pattern)
-}
+func glob(pattern, s string) bool { return netguard.Glob(pattern, s) }
 
 // internalName reports names that only mean something inside a cluster or a host: they are
 // refused before any lookup, and their addresses would be refused at dial time anyway.
@@ -167,43 +148,10 @@ func internalName(host string) bool {
 	return false
 }
 
-var blockedPrefixes = []netip.Prefix{
-	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
-	netip.MustParsePrefix("100.64.0.0/10"),  // carrier-grade NAT, used by some pod networks
-	netip.MustParsePrefix("192.0.0.0/24"),   // IETF protocol assignments
-	netip.MustParsePrefix("198.18.0.0/15"),  // benchmarking
-	netip.MustParsePrefix("240.0.0.0/4"),    // reserved, broadcast
-	netip.MustParsePrefix("fec0::/10"),      // deprecated site-local
-	netip.MustParsePrefix("100::/64"),       // discard
-	netip.MustParsePrefix("2001:db8::/32"),  // documentation
-	netip.MustParsePrefix("64:ff9b:1::/48"), // local-use NAT64
-}
-
 // privateAddr reports loopback, private (RFC 1918), link-local (cloud metadata included),
 // unique-local, multicast, unspecified and other non-public addresses, looking through IPv4
-// embedded in IPv6 (mapped, NAT64, 6to4).
-func privateAddr(a netip.Addr) bool {
-	a = a.Unmap()
-	if a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
-		a.IsInterfaceLocalMulticast() || a.IsMulticast() || a.IsUnspecified() || !a.IsValid() {
-		return true
-	}
-	for _, p := range blockedPrefixes {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	if a.Is6() {
-		b := a.As16()
-		if netip.MustParsePrefix("64:ff9b::/96").Contains(a) {
-			return privateAddr(netip.AddrFrom4([4]byte(b[12:16])))
-		}
-		if b[0] == 0x20 && b[1] == 0x02 { // 6to4
-			return privateAddr(netip.AddrFrom4([4]byte(b[2:6])))
-		}
-	}
-	return false
-}
+// embedded in IPv6 (mapped, translated, compatible, NAT64, 6to4); netguard.Private has the list.
+func privateAddr(a netip.Addr) bool { return netguard.Private(a) }
 
 // httpRequestJSON is what a guest passes to http_request.
 type httpRequestJSON struct {

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/net/dns/dnsmessage"
-
+	"github.com/wasm-operator/wasm-operator/internal/netguard"
+	"github.com/wasm-operator/wasm-operator/internal/netguard/netguardtest"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
 
@@ -58,44 +58,8 @@ func TestPrivateAddr(t *testing.T) {
 
 // fakeDNS answers every A query with 127.0.0.1, like a public name an attacker points at the host.
 func fakeDNS(t *testing.T) *net.Resolver {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 512)
-		for {
-			n, addr, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			var p dnsmessage.Parser
-			h, err := p.Start(buf[:n])
-			if err != nil {
-				continue
-			}
-			q, err := p.Question()
-			if err != nil {
-				continue
-			}
-			b := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: h.ID, Response: true, Authoritative: true})
-			b.EnableCompression()
-			b.StartQuestions()
-			b.Question(q)
-			b.StartAnswers()
-			if q.Type == dnsmessage.TypeA {
-				b.AResource(dnsmessage.ResourceHeader{Name: q.Name, Class: dnsmessage.ClassINET, TTL: 60},
-					dnsmessage.AResource{A: [4]byte{127, 0, 0, 1}})
-			}
-			msg, _ := b.Finish()
-			pc.WriteTo(msg, addr)
-		}
-	}()
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
-	}}
+	r, _ := netguardtest.DNS(t, [4]byte{127, 0, 0, 1})
+	return r
 }
 
 // fetchPlugin loads the http-fetch example with the given HTTP permission; resolver and exempt
@@ -106,7 +70,7 @@ func fetchPlugin(t *testing.T, e *Engine, perm HTTP, resolver *net.Resolver, exe
 		Name: "fetch", Permissions: Permissions{HTTP: &perm, Log: &Log{Level: LogOff}}, Limits: Limits{CallTimeout: 10 * time.Second}})
 	p.http.exempt = exempt
 	if resolver != nil {
-		d := &net.Dialer{Timeout: 5 * time.Second, Resolver: resolver, Control: p.http.control}
+		d := &netguard.Dialer{Dialer: net.Dialer{Timeout: 5 * time.Second, Resolver: resolver, Control: p.http.control}}
 		p.http.client.Transport.(*http.Transport).DialContext = d.DialContext
 	}
 	return newInstance(t, p)
@@ -158,6 +122,9 @@ func TestSSRF(t *testing.T) {
 		{"metadata", "http://169.254.169.254/latest/meta-data/", "169.254.169.254: private or cluster-internal address"},
 		{"cluster service name", "http://kubernetes.default.svc/", "kubernetes.default.svc: private or cluster-internal address"},
 		{"cluster dns name", "http://api.ns.svc.cluster.local/", "private or cluster-internal address"},
+		{"compatible v6 loopback", "http://[::127.0.0.1]:" + privPort + "/", "::127.0.0.1: private or cluster-internal address"},
+		{"translated v6 loopback", "http://[::ffff:0:7f00:1]:" + privPort + "/", "::ffff:0:7f00:1: private or cluster-internal address"},
+		{"nat64 loopback", "http://[64:ff9b::7f00:1]:" + privPort + "/", "64:ff9b::7f00:1: private or cluster-internal address"},
 		{"name resolving to loopback", "http://rebind.example.net:" + privPort + "/",
 			"connect to 127.0.0.1:" + privPort + " refused: private or cluster-internal address"},
 		{"redirect to loopback", public.URL + "/to-loopback", "redirect to '" + private.URL + "/' refused"},

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -83,6 +84,9 @@ func runController(args []string) int {
 		gcGrace       = fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced module stays in the cache")
 		qps           = fs.Float64("kube-api-qps", controllers.DefaultKubeAPIQPS, "queries per second to the API server")
 		burst         = fs.Int("kube-api-burst", controllers.DefaultKubeAPIBurst, "burst of queries to the API server")
+		denyPrivate   = fs.Bool("source-deny-private-networks", false, "refuse module sources on private addresses (RFC 1918, unique-local, carrier-grade NAT...), checked at dial time and on every redirect; loopback and link-local sources are always refused")
+		allowedHosts  = fs.String("allowed-source-hosts", "", "comma-separated globs of the only hosts module sources may name (and redirect to), such as registry.example.com,*.example.org; empty allows any")
+		allowLoopback = fs.Bool("dev-allow-loopback-sources", false, "let module sources on loopback through, for a development stack on one machine; never in a cluster")
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
 		compile       compileFlags
@@ -98,6 +102,7 @@ func runController(args []string) int {
 		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, metricsSecure: *metricsSecure, probeAddr: *probeAddr,
 		leaderElect: *leaderElect, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
 		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes, compile: compile,
+		guard: source.Guard{DenyPrivateNetworks: *denyPrivate, AllowedHosts: splitList(*allowedHosts), AllowLoopback: *allowLoopback},
 	}); err != nil {
 		log.Error(err, "controller stopped")
 		return 1
@@ -114,6 +119,18 @@ type controllerOptions struct {
 	qps                                         float32
 	burst                                       int
 	maxModule, cacheMax                         int64
+	guard                                       source.Guard
+}
+
+// splitList splits a comma-separated flag value, dropping spaces and empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) error {
@@ -141,7 +158,7 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, eng, err := openCache(ctx, o.cacheDir, store.Options{Registerer: metrics.Registry}, o.compile)
+	st, eng, err := openCache(ctx, o.cacheDir, o.cacheDir, store.Options{Registerer: metrics.Registry, MaxBytes: o.maxModule}, o.compile)
 	if err != nil {
 		return err
 	}
@@ -154,7 +171,7 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("wasm-operator-controller"),
-		Fetcher:                 &source.Fetcher{Metrics: fm},
+		Fetcher:                 &source.Fetcher{Metrics: fm, Guard: &o.guard},
 		Store:                   st,
 		Engine:                  eng,
 		HostNamespace:           o.namespace,
@@ -177,18 +194,22 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 	return mgr.Start(ctx)
 }
 
-// openCache opens the module store and a wasm engine compiling into the same shared cache folder, as the
-// controller and the hosts both do.
-func openCache(ctx context.Context, dir string, opts store.Options, compile compileFlags) (*store.Store, *runtime.Engine, error) {
+// openCache opens the module store of the shared cache folder dir and a wasm engine. The controller
+// (compileDir == dir) compiles into the shared cache; a host opens the store read-only and compiles into
+// its node-local compileDir, reading what the controller compiled from dir (empty: in memory only).
+func openCache(ctx context.Context, dir, compileDir string, opts store.Options, compile compileFlags) (*store.Store, *runtime.Engine, error) {
 	st, err := store.Open(dir, opts)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open the module cache: %w", err)
 	}
-	ecfg, err := compile.engineConfig(dir)
+	cfg, err := compile.engineConfig(compileDir)
 	if err != nil {
 		return nil, nil, err
 	}
-	eng, err := runtime.NewEngine(ctx, ecfg)
+	if compileDir != dir && compileDir != "" {
+		cfg.SharedCacheDir = dir
+	}
+	eng, err := runtime.NewEngine(ctx, cfg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("start the wasm engine: %w", err)
 	}

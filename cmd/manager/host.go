@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -31,7 +33,10 @@ func init() {
 
 type hostOptions struct {
 	node, cacheDir, namespace, listen string
+	compileDir                        string
+	audiences, tlsCert, tlsKey        string
 	auth                              bool
+	maxConnections                    int
 	leaseDuration, statusInterval     time.Duration
 	compile                           compileFlags
 	stateDir                          string
@@ -41,10 +46,15 @@ func runHost(args []string) int {
 	fs := flag.NewFlagSet("manager host", flag.ContinueOnError)
 	var o hostOptions
 	fs.StringVar(&o.node, "node-name", os.Getenv("NODE_NAME"), "name of the node this host runs on; $NODE_NAME (from the downward API) when set")
-	fs.StringVar(&o.cacheDir, "cache-dir", "/var/cache/wasm-operator", "root of the shared module cache the controller fills")
+	fs.StringVar(&o.cacheDir, "cache-dir", "/var/cache/wasm-operator", "root of the shared module cache the controller fills; the host only reads it (mount it read-only)")
+	fs.StringVar(&o.compileDir, "compile-cache-dir", "", "node-local folder for the code this host compiles itself (the shared cache lacks it: other CPU features, a new wazero); never the shared cache. Empty: compile in memory only")
 	fs.StringVar(&o.namespace, "namespace", operatorNamespace(), "namespace of the host Leases; $POD_NAMESPACE when set")
 	fs.StringVar(&o.listen, "listen", ":8181", "address of the call API, /metrics, /healthz and /readyz")
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
+	fs.StringVar(&o.audiences, "token-audiences", hostapi.DefaultAudience, "comma-separated audiences a caller's token must be issued for (TokenReview spec.audiences); callers mount a projected serviceAccountToken of this audience, which the API server itself refuses")
+	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "PEM serving certificate of the call API (HTTPS); read again when it changes. Required with --auth, so that tokens never cross the network in clear")
+	fs.StringVar(&o.tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.IntVar(&o.maxConnections, "max-connections", hostapi.DefaultMaxConnections, "connections the call API serves at once; more wait")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/wasm-operator/host", "node-local folder where the host records the plugin version it is loading, so that after a crash it refuses that version; empty disables it")
@@ -55,6 +65,15 @@ func runHost(args []string) int {
 	}
 	if o.node == "" {
 		fmt.Fprintln(os.Stderr, "manager host: --node-name (or $NODE_NAME) is required: the name of the node this host runs on")
+		return 2
+	}
+	if (o.tlsCert == "") != (o.tlsKey == "") {
+		fmt.Fprintln(os.Stderr, "manager host: --tls-cert-file and --tls-key-file go together; set both")
+		return 2
+	}
+	if o.auth && o.tlsCert == "" {
+		fmt.Fprintln(os.Stderr, "manager host: --auth needs --tls-cert-file and --tls-key-file: bearer tokens must not cross the network in clear "+
+			"(plain HTTP is only for --auth=false on a loopback --listen address)")
 		return 2
 	}
 	if err := hostMain(ctrl.SetupSignalHandler(), log, o); err != nil {
@@ -81,7 +100,11 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
-	st, eng, err := openCache(ctx, o.cacheDir, store.Options{}, o.compile)
+	if o.compileDir != "" && filepath.Clean(o.compileDir) == filepath.Clean(o.cacheDir) {
+		return fmt.Errorf("--compile-cache-dir must not be the shared --cache-dir: hosts never write the shared cache")
+	}
+	// Read-only: only the controller writes the shared cache, whose compiled code every host runs.
+	st, eng, err := openCache(ctx, o.cacheDir, o.compileDir, store.Options{ReadOnly: true}, o.compile)
 	if err != nil {
 		return err
 	}
@@ -105,8 +128,18 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return err
 	}
+	var tlsConfig *tls.Config
+	if o.tlsCert != "" {
+		certs, err := hostapi.NewCertReloader(o.tlsCert, o.tlsKey)
+		if err != nil {
+			return err
+		}
+		tlsConfig = certs.TLSConfig()
+	}
 	srv, err := hostapi.New(hostapi.Options{
-		Addr: o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
+		TLSConfig: tlsConfig,
+		Addr:      o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
+		Audiences: splitList(o.audiences), MaxConnections: o.maxConnections,
 		Metrics: hm, Registerer: metrics.Registry, Gatherer: metrics.Registry,
 		Ready: r.Ready, Logger: log.WithName("api"),
 	})

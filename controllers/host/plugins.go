@@ -176,12 +176,17 @@ func (p *plugin) phaseIs(phase wasmv1.NodePhase) bool {
 }
 
 func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key string) (*version, error) {
-	data, err := h.Store.Get(digest)
+	size := int64(-1) // unknown: objects written before the size was recorded
+	if a := obj.Status.Artifact; a != nil && a.Size > 0 {
+		size = a.Size
+	}
+	data, err := h.Store.GetSize(digest, size)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, fmt.Errorf("module missing from the shared cache; the controller stores it again: %w", err)
 	case errors.Is(err, store.ErrCorrupt):
-		return nil, fmt.Errorf("module in the shared cache is corrupt and was removed; the controller stores it again: %w", err)
+		// The cache is read-only here: the controller sees this message and stores the module again.
+		return nil, fmt.Errorf("%s; the controller stores it again: %w", controllers.MessageCorruptModule, err)
 	case err != nil:
 		return nil, fmt.Errorf("read module: %w", err)
 	}

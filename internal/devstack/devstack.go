@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -31,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/certs"
 	"github.com/wasm-operator/wasm-operator/internal/testenv"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
@@ -65,6 +67,9 @@ type Stack struct {
 	Manager string
 	// PluginsURL serves the example plugins as <PluginsURL>/<name>.wasm.
 	PluginsURL string
+	// HostCA signed the hosts' serving certificate (for 127.0.0.1 and localhost): callers trust it.
+	HostCA            *certs.CA
+	hostCert, hostKey string
 
 	files *http.Server
 	mu    sync.Mutex
@@ -122,6 +127,9 @@ func Start(ctx context.Context, opts Options) (_ *Stack, err error) {
 	s.files = &http.Server{Handler: http.FileServer(http.Dir(pluginsDir)), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.files.Serve(ln) }()
 
+	if err := s.makeHostCert(); err != nil {
+		return nil, err
+	}
 	if s.env, s.Config, err = testenv.Start(); err != nil {
 		return nil, err
 	}
@@ -173,16 +181,39 @@ func (s *Stack) AddNode(ctx context.Context, name string, labels map[string]stri
 // StartController starts `manager controller`.
 func (s *Stack) StartController() (*Process, error) {
 	args := append([]string{"controller", "--cache-dir", s.CacheDir, "--namespace", Namespace,
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--leader-elect=true"}, s.opts.ControllerArgs...)
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--leader-elect=true",
+		"--dev-allow-loopback-sources"}, s.opts.ControllerArgs...) // the file server is on loopback
 	return s.start("controller", args...)
 }
 
 // StartHost starts `manager host` for a node with its call API on listen (a host:port; FreePort finds one),
-// with extra arguments such as --auth=false.
+// with extra arguments such as --auth=false. With authentication on, the call API speaks HTTPS with a
+// certificate of HostCA.
 func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error) {
-	args := append([]string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace,
-		"--listen", listen, "--state-dir", filepath.Join(s.opts.Dir, "state-"+node)}, extra...)
-	return s.start("host-"+node, args...)
+	// Each host compiles what the shared cache lacks into a folder of its own, as on a node.
+	args := []string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace, "--listen", listen,
+		"--compile-cache-dir", filepath.Join(s.opts.Dir, "local-"+node), "--state-dir", filepath.Join(s.opts.Dir, "state-"+node)}
+	if !slices.Contains(extra, "--auth=false") {
+		args = append(args, "--tls-cert-file", s.hostCert, "--tls-key-file", s.hostKey)
+	}
+	return s.start("host-"+node, append(args, extra...)...)
+}
+
+// makeHostCert makes HostCA and the hosts' serving certificate in the stack's folder.
+func (s *Stack) makeHostCert() error {
+	ca, err := certs.NewCA("devstack-host-ca")
+	if err != nil {
+		return err
+	}
+	c, k, err := ca.Issue("wasm-operator-host", []string{"localhost"}, []net.IP{net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return err
+	}
+	s.HostCA, s.hostCert, s.hostKey = ca, filepath.Join(s.opts.Dir, "host-tls.crt"), filepath.Join(s.opts.Dir, "host-tls.key")
+	if err := os.WriteFile(s.hostCert, c, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(s.hostKey, k, 0o600)
 }
 
 func (s *Stack) start(name string, args ...string) (*Process, error) {

@@ -3,13 +3,19 @@ package hostapi
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/singleflight"
+	"golang.org/x/time/rate"
 	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,20 +38,32 @@ const (
 	DefaultAuthCacheSize      = 4096
 	// reviewTimeout bounds one TokenReview or SubjectAccessReview.
 	reviewTimeout = 10 * time.Second
+	// DefaultTokenReviewRate and DefaultTokenReviewBurst bound the TokenReviews one client address
+	// causes (tokens not in the cache): a steady caller needs one per token per AuthCacheTTL, a flood
+	// of made-up tokens gets 429 instead of loading the API server.
+	DefaultTokenReviewRate  = 2.0
+	DefaultTokenReviewBurst = 20
+	// maxTokenBytes bounds a bearer token; ServiceAccount tokens are about 1 KiB.
+	maxTokenBytes = 16 << 10
 )
+
+// errThrottled: the client address has used its TokenReviews for now.
+var errThrottled = errors.New("too many token reviews from this address")
 
 // authorizer checks bearer tokens with TokenReview and access with SubjectAccessReview, and caches
 // both answers. Concurrent misses for the same key share one review.
 type authorizer struct {
 	client     kubernetes.Interface
-	audiences  []string
+	audiences  []string // of call tokens
+	metricsAud []string // of /metrics tokens; nil: the API server's
 	allowedTTL time.Duration
 	deniedTTL  time.Duration
 	now        func() time.Time
 
-	tokens *ttlCache[[sha256.Size]byte, tokenResult]
-	access *ttlCache[accessKey, accessResult]
-	flight singleflight.Group
+	tokens   *ttlCache[[sha256.Size]byte, tokenResult]
+	access   *ttlCache[accessKey, accessResult]
+	flight   singleflight.Group
+	limiters *clientLimiters
 }
 
 type tokenResult struct {
@@ -73,33 +91,48 @@ type authDecision struct {
 	err     error // for 500: why a review could not be made; logged, not sent
 }
 
-// check authenticates the Authorization header and authorizes a call of namespace/name. It
-// returns nil when the call may proceed.
-func (a *authorizer) check(ctx context.Context, header, namespace, name string) *authDecision {
-	return a.decide(ctx, header, accessKey{namespace: namespace, name: name})
+// check authenticates the Authorization header of a request from client (its remote address) and
+// authorizes a call of namespace/name. It returns nil when the call may proceed.
+func (a *authorizer) check(ctx context.Context, client, header, namespace, name string) *authDecision {
+	return a.decide(ctx, client, header, a.audiences, accessKey{namespace: namespace, name: name})
 }
 
 // checkPath authenticates the Authorization header and authorizes get on a non-resource URL such as
 // /metrics, as the API server's own /metrics is guarded. It returns nil when the request may proceed.
-func (a *authorizer) checkPath(ctx context.Context, header, path string) *authDecision {
-	return a.decide(ctx, header, accessKey{path: path})
+func (a *authorizer) checkPath(ctx context.Context, client, header, path string) *authDecision {
+	return a.decide(ctx, client, header, a.metricsAud, accessKey{path: path})
 }
 
-func (a *authorizer) decide(ctx context.Context, header string, key accessKey) *authDecision {
+// decide authenticates a token for one of audiences (nil: the API server's) and authorizes key.
+func (a *authorizer) decide(ctx context.Context, client, header string, audiences []string, key accessKey) *authDecision {
 	token, ok := bearerToken(header)
 	if !ok {
 		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
 			message: "unauthorized: a bearer token is required (Authorization: Bearer <token>)"}
 	}
-	sum := sha256.Sum256([]byte(token))
-	tr, err := a.review(ctx, sum, token)
+	if !wellFormedJWT(token) {
+		// Refused without a review: only JWTs carry an audience (what TokenRequest and projected
+		// ServiceAccount tokens issue), so no other token can pass, and junk costs the API server nothing.
+		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
+			message: "unauthorized: the bearer token is not a JWT; send a ServiceAccount token of the host's audience (a projected serviceAccountToken volume)"}
+	}
+	// The answer holds for these audiences only: they are part of the cache key.
+	sum := sha256.Sum256([]byte(strings.Join(audiences, ",") + "\x00" + token))
+	tr, err := a.review(ctx, client, sum, token, audiences)
+	if errors.Is(err, errThrottled) {
+		return &authDecision{status: http.StatusTooManyRequests, outcome: OutcomeThrottled,
+			message: "too many new tokens from " + clientIP(client) + ": retry later with a token already checked"}
+	}
 	if err != nil {
 		return &authDecision{status: http.StatusInternalServerError, outcome: OutcomeError,
 			message: "authentication is unavailable", err: err}
 	}
 	if !tr.ok {
-		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized,
-			message: "unauthorized: the bearer token is not valid"}
+		msg := "unauthorized: the bearer token is not valid"
+		if len(audiences) > 0 {
+			msg += " for audience " + strings.Join(audiences, " or ") + " (request it with a projected serviceAccountToken volume)"
+		}
+		return &authDecision{status: http.StatusUnauthorized, outcome: OutcomeUnauthorized, message: msg}
 	}
 	key.token = sum
 	ar, err := a.authorize(ctx, key, tr.user)
@@ -122,20 +155,23 @@ func (a *authorizer) decide(ctx context.Context, header string, key accessKey) *
 	return nil
 }
 
-func (a *authorizer) review(ctx context.Context, sum [sha256.Size]byte, token string) (tokenResult, error) {
+func (a *authorizer) review(ctx context.Context, client string, sum [sha256.Size]byte, token string, audiences []string) (tokenResult, error) {
 	if r, ok := a.tokens.get(sum, a.now()); ok {
 		return r, nil
+	}
+	if a.limiters != nil && !a.limiters.allow(clientIP(client), a.now()) {
+		return tokenResult{}, errThrottled
 	}
 	v, err, _ := a.flight.Do("t"+string(sum[:]), func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reviewTimeout)
 		defer cancel()
 		res, err := a.client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
-			Spec: authnv1.TokenReviewSpec{Token: token, Audiences: a.audiences},
+			Spec: authnv1.TokenReviewSpec{Token: token, Audiences: audiences},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			return tokenResult{}, fmt.Errorf("token review: %w", err)
 		}
-		r := tokenResult{ok: res.Status.Authenticated && a.audienceOK(res.Status.Audiences), user: res.Status.User}
+		r := tokenResult{ok: res.Status.Authenticated && audienceOK(audiences, res.Status.Audiences), user: res.Status.User}
 		ttl := a.deniedTTL
 		if r.ok {
 			ttl = a.allowedTTL
@@ -149,14 +185,14 @@ func (a *authorizer) review(ctx context.Context, sum [sha256.Size]byte, token st
 	return v.(tokenResult), nil
 }
 
-// audienceOK reports whether the token is meant for this server: when audiences are configured,
-// the API server must have confirmed one of them.
-func (a *authorizer) audienceOK(got []string) bool {
-	if len(a.audiences) == 0 {
+// audienceOK reports whether the token is meant for this server: when audiences are wanted, the API
+// server must have confirmed one of them.
+func audienceOK(want, got []string) bool {
+	if len(want) == 0 {
 		return true
 	}
 	for _, g := range got {
-		if slices.Contains(a.audiences, g) {
+		if slices.Contains(want, g) {
 			return true
 		}
 	}
@@ -204,6 +240,92 @@ func (a *authorizer) authorize(ctx context.Context, key accessKey, user authnv1.
 		return accessResult{}, err
 	}
 	return v.(accessResult), nil
+}
+
+// wellFormedJWT reports whether token has the shape of a JWS compact serialization: three
+// base64url segments whose first decodes to a JSON object naming an algorithm.
+func wellFormedJWT(token string) bool {
+	if len(token) > maxTokenBytes {
+		return false
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return false
+	}
+	for _, p := range parts {
+		for i := 0; i < len(p); i++ {
+			c := p[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	head, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return false
+	}
+	var h struct {
+		Alg string `json:"alg"`
+	}
+	return json.Unmarshal(head, &h) == nil && h.Alg != ""
+}
+
+// clientIP is the host part of a remote address ("10.1.2.3:5555" -> "10.1.2.3").
+func clientIP(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
+}
+
+// clientLimiters keeps a token bucket per client address, bounded to max addresses: when full, the
+// addresses not seen for the longest are dropped (a dropped address starts with a full bucket,
+// which costs at most one burst).
+type clientLimiters struct {
+	mu    sync.Mutex
+	m     map[string]*clientLimiter
+	rate  rate.Limit
+	burst int
+	max   int
+}
+
+type clientLimiter struct {
+	l    *rate.Limiter
+	seen time.Time
+}
+
+func newClientLimiters(r float64, burst, max int) *clientLimiters {
+	return &clientLimiters{m: map[string]*clientLimiter{}, rate: rate.Limit(r), burst: burst, max: max}
+}
+
+func (c *clientLimiters) allow(ip string, now time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cl, ok := c.m[ip]
+	if !ok {
+		if len(c.m) >= c.max {
+			c.evict()
+		}
+		cl = &clientLimiter{l: rate.NewLimiter(c.rate, c.burst)}
+		c.m[ip] = cl
+	}
+	cl.seen = now
+	return cl.l.AllowN(now, 1)
+}
+
+// evict drops the older half of the addresses.
+func (c *clientLimiters) evict() {
+	seen := make([]time.Time, 0, len(c.m))
+	for _, cl := range c.m {
+		seen = append(seen, cl.seen)
+	}
+	slices.SortFunc(seen, func(a, b time.Time) int { return a.Compare(b) })
+	cut := seen[len(seen)/2]
+	for ip, cl := range c.m {
+		if !cl.seen.After(cut) {
+			delete(c.m, ip)
+		}
+	}
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header; the scheme is

@@ -68,14 +68,22 @@ func (c *reviewCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.next.RoundTrip(r)
 }
 
-// serviceAccountToken creates a ServiceAccount and returns a token of it from the TokenRequest API.
-func serviceAccountToken(t *testing.T, cs kubernetes.Interface, ns, name string) string {
+// serviceAccountToken creates a ServiceAccount and returns a token of it from the TokenRequest API,
+// for audiences (none: the API server's).
+func serviceAccountToken(t *testing.T, cs kubernetes.Interface, ns, name string, audiences ...string) string {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	return tokenFor(t, cs, ns, name, audiences...)
+}
+
+// tokenFor returns a token of an existing ServiceAccount for audiences (none: the API server's).
+func tokenFor(t *testing.T, cs kubernetes.Interface, ns, name string, audiences ...string) string {
+	t.Helper()
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), name,
+		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: audiences}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,8 +98,12 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	allowed := serviceAccountToken(t, admin, ns, "caller")
-	denied := serviceAccountToken(t, admin, ns, "stranger")
+	// Callers request tokens for the host's audience, as a projected serviceAccountToken volume does.
+	allowed := serviceAccountToken(t, admin, ns, "caller", DefaultAudience)
+	denied := serviceAccountToken(t, admin, ns, "stranger", DefaultAudience)
+	// The same caller's tokens for the API server and for another service: what a host must refuse.
+	apiServerToken := tokenFor(t, admin, ns, "caller")
+	otherAudience := tokenFor(t, admin, ns, "caller", "vault")
 	if _, err := admin.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "call-plugins"},
 		Rules: []rbacv1.PolicyRule{{
@@ -154,8 +166,14 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 			wwwAuth: `Bearer realm="wasm-operator"`, outcome: OutcomeUnauthorized},
 		{name: "not a bearer token", path: echo, auth: "Basic dXNlcjpwdw==", status: 401, body: "bearer token is required",
 			wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
-		{name: "garbage token", path: echo, auth: "Bearer not-a-token", status: 401, body: "not valid",
+		{name: "garbage token", path: echo, auth: "Bearer not-a-token", status: 401, body: "not a JWT",
 			wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
+		{name: "forged token", path: echo, auth: "Bearer " + jwtLike("forged"), status: 401, body: "not valid",
+			wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
+		{name: "token for the API server", path: echo, auth: "Bearer " + apiServerToken, status: 401,
+			body: "not valid for audience wasm-operator", wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
+		{name: "token of another audience", path: echo, auth: "Bearer " + otherAudience, status: 401,
+			body: "not valid for audience wasm-operator", wwwAuth: `Bearer realm="wasm-operator", error="invalid_token"`, outcome: OutcomeUnauthorized},
 		{name: "unserved plugin is 404 only once authorized", path: "/v1/namespaces/" + ns + "/wasmplugins/absent/call/run",
 			auth: "Bearer " + allowed, status: 404, body: "not served on this node", outcome: OutcomeNotFound},
 		{name: "unserved plugin without token is 401", path: "/v1/namespaces/" + ns + "/wasmplugins/absent/call/run",
@@ -173,7 +191,7 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 			if got := h.Get("WWW-Authenticate"); got != tt.wwwAuth {
 				t.Errorf("WWW-Authenticate = %q, want %q", got, tt.wwwAuth)
 			}
-			if strings.Contains(body, allowed) || strings.Contains(body, denied) {
+			if strings.Contains(body, allowed) || strings.Contains(body, denied) || strings.Contains(body, apiServerToken) {
 				t.Error("the answer holds a token")
 			}
 		})
@@ -186,7 +204,7 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 		{ns, "echo", "run", OutcomeOK, 2},
 		{ns, "echo", "", OutcomeForbidden, 1},
 		{"other", "echo", "", OutcomeForbidden, 1},
-		{ns, "echo", "", OutcomeUnauthorized, 3},
+		{ns, "echo", "", OutcomeUnauthorized, 6},
 		{"", "", "", OutcomeUnauthorized, 1},
 		{"", "", "", OutcomeNotFound, 1},
 	} {
@@ -204,16 +222,20 @@ func TestAuthAgainstAPIServer(t *testing.T) {
 		if code, _, _ := call(echo, "Bearer "+denied); code != 403 {
 			t.Fatalf("cached denied call = %d", code)
 		}
-		if code, _, _ := call(echo, "Bearer not-a-token"); code != 401 {
+		if code, _, _ := call(echo, "Bearer "+jwtLike("forged")); code != 401 {
 			t.Fatalf("cached invalid call = %d", code)
+		}
+		if code, _, _ := call(echo, "Bearer not-a-token"); code != 401 {
+			t.Fatalf("malformed token call = %d", code)
 		}
 	}
 	if dt, ds := counter.tokens.Load()-tokens, counter.sars.Load()-sars; dt != 0 || ds != 0 {
-		t.Errorf("60 repeated calls made %d token reviews and %d access reviews, want 0 and 0", dt, ds)
+		t.Errorf("80 repeated calls made %d token reviews and %d access reviews, want 0 and 0", dt, ds)
 	}
-	// Three distinct tokens were reviewed once each, and four (token, plugin) pairs authorized once each.
-	if tokens != 3 || sars != 4 {
-		t.Errorf("first calls made %d token reviews and %d access reviews, want 3 and 4", tokens, sars)
+	// Five distinct well-formed tokens were reviewed once each (the malformed one never), and four
+	// (token, plugin) pairs authorized once each.
+	if tokens != 5 || sars != 4 {
+		t.Errorf("first calls made %d token reviews and %d access reviews, want 5 and 4", tokens, sars)
 	}
 }
 

@@ -63,7 +63,7 @@ func BenchmarkCall(b *testing.B) {
 				url := srv.URL + "/v1/namespaces/allowed/wasmplugins/p/call/run"
 				do := func(b *testing.B) {
 					req, _ := http.NewRequest("POST", url, bytes.NewReader(input))
-					req.Header.Set("Authorization", "Bearer good")
+					req.Header.Set("Authorization", "Bearer "+jwtLike("good"))
 					resp, err := client.Do(req)
 					if err != nil {
 						b.Fatal(err)

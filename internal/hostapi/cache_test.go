@@ -2,8 +2,10 @@ package hostapi
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,7 +18,19 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 )
 
-// fakeReviews answers TokenReviews (token "good" and "other" are valid) and SubjectAccessReviews
+// jwtLike makes a token with the shape of a JWT whose payload is name, as the fake reviews know it.
+func jwtLike(name string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(name)) + ".c2ln"
+}
+
+func jwtName(token string) string {
+	parts := strings.Split(token, ".")
+	b, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	return string(b)
+}
+
+// fakeReviews answers TokenReviews (jwtLike("good") and jwtLike("other") are valid) and SubjectAccessReviews
 // (namespace "allowed" is allowed), counting them; a release channel, when set, holds each review.
 type fakeReviews struct {
 	tokens, sars atomic.Int64
@@ -36,8 +50,9 @@ func (f *fakeReviews) client() *fake.Clientset {
 		}
 		tr := a.(k8stesting.CreateAction).GetObject().(*authnv1.TokenReview)
 		switch tr.Spec.Token {
-		case "good", "other":
-			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: "user-" + tr.Spec.Token}}
+		case jwtLike("good"), jwtLike("other"):
+			tr.Status = authnv1.TokenReviewStatus{Authenticated: true, Audiences: tr.Spec.Audiences,
+				User: authnv1.UserInfo{Username: "user-" + jwtName(tr.Spec.Token)}}
 		}
 		return true, tr, nil
 	})
@@ -67,7 +82,7 @@ func TestAuthCacheExpiry(t *testing.T) {
 	ctx := context.Background()
 	check := func(token, ns string, wantStatus int) {
 		t.Helper()
-		d := a.check(ctx, "Bearer "+token, ns, "p")
+		d := a.check(ctx, "10.0.0.1:1234", "Bearer "+jwtLike(token), ns, "p")
 		got := 0
 		if d != nil {
 			got = d.status
@@ -109,12 +124,12 @@ func TestAuthReviewFailureIs500AndNotCached(t *testing.T) {
 	f := &fakeReviews{}
 	a := newTestAuthorizer(f, &now)
 	f.fail.Store(true)
-	d := a.check(context.Background(), "Bearer good", "allowed", "p")
+	d := a.check(context.Background(), "10.0.0.1:1234", "Bearer "+jwtLike("good"), "allowed", "p")
 	if d == nil || d.status != http.StatusInternalServerError || d.err == nil {
 		t.Fatalf("check with the API server down = %+v, want 500 with the cause", d)
 	}
 	f.fail.Store(false)
-	if d := a.check(context.Background(), "Bearer good", "allowed", "p"); d != nil {
+	if d := a.check(context.Background(), "10.0.0.1:1234", "Bearer "+jwtLike("good"), "allowed", "p"); d != nil {
 		t.Fatalf("check once the API server is back = %+v, want allowed", d)
 	}
 }
@@ -132,7 +147,7 @@ func TestAuthConcurrentMissesShareOneReview(t *testing.T) {
 		go func() {
 			defer done.Done()
 			started.Done()
-			if d := a.check(context.Background(), "Bearer good", "allowed", "p"); d != nil {
+			if d := a.check(context.Background(), "10.0.0.1:1234", "Bearer "+jwtLike("good"), "allowed", "p"); d != nil {
 				denied.Add(1)
 			}
 		}()

@@ -49,7 +49,8 @@ func (s *Server) serveCall(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if s.auth != nil {
-		if d := s.auth.check(ctx, r.Header.Get("Authorization"), ns, name); d != nil {
+		if d := s.auth.check(ctx, r.RemoteAddr, r.Header.Get("Authorization"), ns, name); d != nil {
+			refused(w, d)
 			if d.status == http.StatusUnauthorized {
 				if r.Header.Get("Authorization") == "" {
 					h.Set("WWW-Authenticate", `Bearer realm="wasm-operator"`)
@@ -155,6 +156,22 @@ func (s *Server) serveCall(w http.ResponseWriter, r *http.Request) {
 		log.Error(err, "call failed")
 		s.finish(w, log, lbl, OutcomeError, http.StatusInternalServerError,
 			"internal error (request id "+RequestID(ctx)+")", start)
+	}
+}
+
+// refused prepares the answer to a request the authorizer turned down: the connection closes right
+// after it, without reading the rest of the body (net/http would otherwise drain up to 256 KiB first),
+// so a caller without a valid token cannot keep a connection open, or keep sending a body, for free;
+// a throttled caller is told when to come back.
+func refused(w http.ResponseWriter, d *authDecision) {
+	h := w.Header()
+	switch d.status {
+	case http.StatusTooManyRequests:
+		h.Set("Retry-After", "1")
+		fallthrough
+	case http.StatusUnauthorized, http.StatusForbidden:
+		h.Set("Connection", "close")
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 	}
 }
 

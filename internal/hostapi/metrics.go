@@ -14,6 +14,8 @@ const (
 	OutcomeNotFound     = "not_found"
 	OutcomeUnauthorized = "unauthorized"
 	OutcomeForbidden    = "forbidden"
+	// OutcomeThrottled: the caller's address made too many token reviews; 429 without a review.
+	OutcomeThrottled = "throttled"
 	// OutcomeCanceled: the caller went away before the answer; no status reached it.
 	OutcomeCanceled = "canceled"
 	OutcomeError    = "error"

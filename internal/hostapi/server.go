@@ -12,14 +12,26 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/net/netutil"
 	"k8s.io/client-go/kubernetes"
 )
 
 // CallPath is the route of a plugin call, in the syntax of net/http.ServeMux.
 const CallPath = "/v1/namespaces/{namespace}/wasmplugins/{name}/call/{function}"
 
+// DefaultAudience is the token audience a host accepts calls with unless Options.Audiences says
+// otherwise.
+const DefaultAudience = "wasm-operator"
+
 // DefaultShutdownTimeout is how long Run lets in-flight calls finish after its context is done.
 const DefaultShutdownTimeout = 30 * time.Second
+
+// Connection bounds of the server (see Options).
+const (
+	DefaultReadTimeout    = 30 * time.Second
+	DefaultIdleTimeout    = 60 * time.Second
+	DefaultMaxConnections = 1024
+)
 
 // Options configure a Server. Invoker is required, and so is Kube unless DisableAuth.
 type Options struct {
@@ -35,9 +47,14 @@ type Options struct {
 	// Kube makes the TokenReviews and SubjectAccessReviews. The host's ServiceAccount needs
 	// create on tokenreviews and subjectaccessreviews (the system:auth-delegator ClusterRole).
 	Kube kubernetes.Interface
-	// Audiences, when set, are the token audiences the server accepts; default: the API
-	// server's.
+	// Audiences are the token audiences calls are accepted with (TokenReview spec.audiences).
+	// Default [DefaultAudience]: tokens requested for the host, which the API server itself
+	// refuses, so a host that is compromised, or a caller's traffic read on the way, gives nothing
+	// to replay against the API server.
 	Audiences []string
+	// MetricsAudiences are the token audiences /metrics is served to. Default: the API server's,
+	// since Prometheus sends its own ServiceAccount token to every target.
+	MetricsAudiences []string
 	// DisableAuth lets every caller call every plugin. New refuses it unless Addr is a loopback
 	// address (127.0.0.0/8, ::1 or localhost), and Serve unless its listener is on one.
 	DisableAuth bool
@@ -49,6 +66,20 @@ type Options struct {
 	AuthDeniedCacheTTL time.Duration
 	// AuthCacheSize bounds the entries of each of the two caches. Default DefaultAuthCacheSize.
 	AuthCacheSize int
+	// TokenReviewRate and TokenReviewBurst bound, per client address, the TokenReviews of tokens
+	// not in the cache (per second, and at once); beyond them the caller gets 429. Defaults
+	// DefaultTokenReviewRate (2/s) and DefaultTokenReviewBurst (20).
+	TokenReviewRate  float64
+	TokenReviewBurst int
+
+	// ReadTimeout bounds reading a whole request, body included, so a client sending its body a
+	// byte at a time loses its connection. Default DefaultReadTimeout (30s).
+	ReadTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle this long. Default DefaultIdleTimeout (60s).
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections served at once; more wait in the listen backlog.
+	// Default DefaultMaxConnections (1024).
+	MaxConnections int
 
 	// Metrics, when set, are the metrics the server counts calls in; else New makes them and
 	// registers them with Registerer.
@@ -102,6 +133,9 @@ func New(opts Options) (*Server, error) {
 		if opts.Kube == nil {
 			return nil, errors.New("hostapi: Options.Kube is required for TokenReview and SubjectAccessReview unless DisableAuth is set")
 		}
+		if len(opts.Audiences) == 0 {
+			opts.Audiences = []string{DefaultAudience}
+		}
 		size := opts.AuthCacheSize
 		if size <= 0 {
 			size = DefaultAuthCacheSize
@@ -109,11 +143,14 @@ func New(opts Options) (*Server, error) {
 		s.auth = &authorizer{
 			client:     opts.Kube,
 			audiences:  opts.Audiences,
+			metricsAud: opts.MetricsAudiences,
 			allowedTTL: orDefault(opts.AuthCacheTTL, DefaultAuthCacheTTL),
 			deniedTTL:  orDefault(opts.AuthDeniedCacheTTL, DefaultAuthDeniedCacheTTL),
 			now:        time.Now,
 			tokens:     newTTLCache[[32]byte, tokenResult](size),
 			access:     newTTLCache[accessKey, accessResult](size),
+			limiters: newClientLimiters(orDefaultF(opts.TokenReviewRate, DefaultTokenReviewRate),
+				orDefaultN(opts.TokenReviewBurst, DefaultTokenReviewBurst), size),
 		}
 	}
 	s.metrics = opts.Metrics
@@ -156,6 +193,20 @@ func orDefault(d, def time.Duration) time.Duration {
 	return d
 }
 
+func orDefaultF(v, def float64) float64 {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+func orDefaultN(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
 // Handler returns the server's routes, for tests and for embedding in another server. It does
 // not check where it is served: with DisableAuth, serve it on loopback only.
 func (s *Server) Handler() http.Handler { return s.handler }
@@ -184,13 +235,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("hostapi: authentication is off, so the server listens on loopback only, and %s is not", ln.Addr())
 		}
 	}
+	// The cap counts TCP connections, TLS handshakes in progress included.
+	ln = netutil.LimitListener(ln, orDefaultN(s.opts.MaxConnections, DefaultMaxConnections))
 	if s.opts.TLSConfig != nil {
 		ln = tls.NewListener(ln, s.opts.TLSConfig)
 	}
+	readTimeout := orDefault(s.opts.ReadTimeout, DefaultReadTimeout)
 	srv := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
+		ReadHeaderTimeout: min(10*time.Second, readTimeout),
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       orDefault(s.opts.IdleTimeout, DefaultIdleTimeout),
 		// Requests carry ctx's values (its logger) but not its cancellation: in-flight calls
 		// finish when ctx is done.
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
@@ -249,7 +304,8 @@ func (s *Server) guardPath(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if d := s.auth.checkPath(r.Context(), r.Header.Get("Authorization"), r.URL.Path); d != nil {
+		if d := s.auth.checkPath(r.Context(), r.RemoteAddr, r.Header.Get("Authorization"), r.URL.Path); d != nil {
+			refused(w, d)
 			if d.status == http.StatusUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="wasm-operator"`)
 			}

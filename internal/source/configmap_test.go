@@ -19,7 +19,7 @@ func TestConfigMap(t *testing.T) {
 			key: "plugin.wasm", kind: ErrNotFound, want: `key "plugin.wasm" not found (it has a.wasm, readme)`},
 		{name: "empty configmap", key: "plugin.wasm", kind: ErrNotFound, want: "it has no keys"},
 		{name: "no key", binary: map[string][]byte{"a.wasm": module}, kind: ErrInvalid, want: "no key given"},
-		{name: "not wasm", data: map[string]string{"plugin.wasm": "hello"}, key: "plugin.wasm", kind: ErrNotWasm, want: `starts with "hello"`},
+		{name: "not wasm", data: map[string]string{"plugin.wasm": "hello"}, key: "plugin.wasm", kind: ErrNotWasm, want: `starts with 0x68656c6c,`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

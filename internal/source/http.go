@@ -44,12 +44,12 @@ type HTTPOptions struct {
 // content that is not a WebAssembly module.
 func (f *Fetcher) HTTP(ctx context.Context, rawURL string, opts HTTPOptions) (*Artifact, error) {
 	start := time.Now()
-	a, err := fetchHTTP(ctx, rawURL, opts)
+	a, err := fetchHTTP(ctx, rawURL, opts, f.Guard)
 	f.observe("http", start, a, err)
 	return a, err
 }
 
-func fetchHTTP(ctx context.Context, rawURL string, opts HTTPOptions) (*Artifact, error) {
+func fetchHTTP(ctx context.Context, rawURL string, opts HTTPOptions, guard *Guard) (*Artifact, error) {
 	u, err := url.Parse(rawURL)
 	ref := rawURL
 	if err == nil {
@@ -92,7 +92,7 @@ func fetchHTTP(ctx context.Context, rawURL string, opts HTTPOptions) (*Artifact,
 		header.Set("Authorization", "Bearer "+opts.BearerToken)
 	}
 	no := netOptions{caPEM: opts.CAPEM, connectTimeout: opts.ConnectTimeout, readTimeout: opts.ReadTimeout,
-		retries: opts.Retries, backoff: opts.Backoff}
+		retries: opts.Retries, backoff: opts.Backoff, guard: guard}
 	no.defaults()
 	max := opts.MaxBytes
 	if max <= 0 {
@@ -103,7 +103,7 @@ func fetchHTTP(ctx context.Context, rawURL string, opts HTTPOptions) (*Artifact,
 		return nil, fail(ErrInvalid, err.Error())
 	}
 	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr}
+	client := &http.Client{Transport: guard.wrap(tr)}
 
 	return retrying(ctx, no, func() (*Artifact, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)

@@ -84,7 +84,7 @@ func TestHTTP(t *testing.T) {
 			}},
 		{name: "exactly the cap is fine", opts: HTTPOptions{MaxBytes: int64(len(big))}, wantReqs: 1,
 			handler: func(_ int32, w http.ResponseWriter, _ *http.Request) { w.Write(big) }},
-		{name: "html is not wasm", wantReqs: 1, wantKind: ErrNotWasm, wantErr: `starts with "<html><body>hi</"`,
+		{name: "html is not wasm", wantReqs: 1, wantKind: ErrNotWasm, wantErr: `starts with 0x3c68746d,`,
 			handler: func(_ int32, w http.ResponseWriter, _ *http.Request) { w.Write([]byte("<html><body>hi</body></html>")) }},
 		{name: "empty body is not wasm", wantReqs: 1, wantKind: ErrNotWasm, wantErr: "content is empty",
 			handler: func(_ int32, w http.ResponseWriter, _ *http.Request) {}},

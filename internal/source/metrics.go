@@ -13,6 +13,9 @@ type Fetcher struct {
 	// Metrics, when set, records bytes, durations and failures per source
 	// type.
 	Metrics *Metrics
+	// Guard, when set, limits the hosts and addresses HTTP and OCI fetches reach. Nil: no checks, for
+	// library use; the controller always sets one.
+	Guard *Guard
 }
 
 // Metrics are the fetch metrics, labelled by source type ("http", "oci",

@@ -21,6 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Media types of a layer that holds a WebAssembly module: the one of the wasm
@@ -61,12 +62,12 @@ type OCIOptions struct {
 // the tag pointed at, so a tag is resolved once and can be pinned.
 func (f *Fetcher) OCI(ctx context.Context, image string, opts OCIOptions) (*Artifact, error) {
 	start := time.Now()
-	a, err := fetchOCI(ctx, image, opts)
+	a, err := fetchOCI(ctx, image, opts, f.Guard)
 	f.observe("oci", start, a, err)
 	return a, err
 }
 
-func fetchOCI(ctx context.Context, image string, opts OCIOptions) (*Artifact, error) {
+func fetchOCI(ctx context.Context, image string, opts OCIOptions, guard *Guard) (*Artifact, error) {
 	fail := func(kind error, msg string) *Error {
 		return &Error{Type: "oci", Ref: image, Kind: kind, Msg: msg}
 	}
@@ -89,7 +90,7 @@ func fetchOCI(ctx context.Context, image string, opts OCIOptions) (*Artifact, er
 		keychain = kc
 	}
 	no := netOptions{caPEM: opts.CAPEM, connectTimeout: opts.ConnectTimeout, readTimeout: opts.ReadTimeout,
-		retries: opts.Retries, backoff: opts.Backoff}
+		retries: opts.Retries, backoff: opts.Backoff, guard: guard}
 	no.defaults()
 	max := opts.MaxBytes
 	if max <= 0 {
@@ -108,7 +109,7 @@ func fetchOCI(ctx context.Context, image string, opts OCIOptions) (*Artifact, er
 	defer tr.CloseIdleConnections()
 	ropts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithTransport(tr),
+		remote.WithTransport(guard.wrap(tr)),
 		remote.WithAuthFromKeychain(keychain),
 		// Retries are done here, with the same policy as for HTTP sources.
 		remote.WithRetryBackoff(remote.Backoff{Steps: 1}),
@@ -151,13 +152,12 @@ func (o *ociFetch) once() (*Artifact, error) {
 		manifest, mt = cd.Manifest, cd.MediaType
 	}
 	if !mt.IsImage() {
-		return nil, o.fail(ErrNotWasm, fmt.Sprintf("the reference points at a %q, not an image or a wasm artifact", mt))
+		return nil, o.fail(ErrNotWasm, fmt.Sprintf("the reference points at %s, not an image or a wasm artifact", knownMediaType(mt)))
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(manifest))
 	if err != nil {
-		e := o.fail(nil, "the registry returned a manifest that cannot be parsed")
-		e.Err = err
-		return nil, e
+		// Not e.Err: a JSON error quotes the content.
+		return nil, o.fail(nil, "the registry returned a manifest that cannot be parsed")
 	}
 	layer, raw, err := o.pickLayer(m)
 	if err != nil {
@@ -203,9 +203,7 @@ func (o *ociFetch) once() (*Artifact, error) {
 func (o *ociFetch) pickFromIndex(raw []byte) (v1.Hash, error) {
 	idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 	if err != nil {
-		e := o.fail(nil, "the registry returned an image index that cannot be parsed")
-		e.Err = err
-		return v1.Hash{}, e
+		return v1.Hash{}, o.fail(nil, "the registry returned an image index that cannot be parsed")
 	}
 	for _, m := range idx.Manifests {
 		if p := m.Platform; p != nil && (p.Architecture == "wasm" || strings.HasPrefix(p.OS, "wasi")) {
@@ -332,13 +330,17 @@ func (o *ociFetch) classify(err error, what string) *Error {
 		e := classifyNetErr("oci", o.image, err, o.net)
 		return e
 	}
+	// The registry's error text is not kept: a source pointed at an internal endpoint would have its
+	// answer copied into the plugin's status (transport.Error quotes bodies it cannot parse).
 	e := o.fail(nil, "")
-	e.Err = err
 	codes := map[transport.ErrorCode]bool{}
 	for _, d := range te.Errors {
 		codes[d.Code] = true
 	}
 	status := fmt.Sprintf("registry answered %d %s for the %s", te.StatusCode, http.StatusText(te.StatusCode), what)
+	if known := knownCodes(codes); known != "" {
+		status += " (" + known + ")"
+	}
 	switch {
 	case te.StatusCode == http.StatusNotFound || codes[transport.ManifestUnknownErrorCode] ||
 		codes[transport.NameUnknownErrorCode] || codes[transport.BlobUnknownErrorCode]:
@@ -425,4 +427,37 @@ func (k dockerKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
 		}
 	}
 	return authn.Anonymous, nil
+}
+
+// knownMediaType names a media type the way a message may show it: quoted when it is one of the
+// well-known OCI and Docker types, else only "another media type", since the type comes from the
+// answering server and anything it sends could be echoed to whoever reads the status.
+func knownMediaType(mt types.MediaType) string {
+	switch mt {
+	case types.OCIManifestSchema1, types.OCIImageIndex, types.OCIConfigJSON, types.OCILayer,
+		types.DockerManifestSchema1, types.DockerManifestSchema1Signed, types.DockerManifestSchema2,
+		types.DockerManifestList, types.DockerConfigJSON, types.DockerLayer:
+		return fmt.Sprintf("a %q", string(mt))
+	}
+	return "another media type"
+}
+
+// registryCodes are the error codes of the distribution spec; only these are repeated in messages.
+var registryCodes = []transport.ErrorCode{
+	transport.BlobUnknownErrorCode, transport.BlobUploadInvalidErrorCode, transport.BlobUploadUnknownErrorCode,
+	transport.DigestInvalidErrorCode, transport.ManifestBlobUnknownErrorCode, transport.ManifestInvalidErrorCode,
+	transport.ManifestUnknownErrorCode, transport.ManifestUnverifiedErrorCode, transport.NameInvalidErrorCode,
+	transport.NameUnknownErrorCode, transport.SizeInvalidErrorCode, transport.TagInvalidErrorCode,
+	transport.UnauthorizedErrorCode, transport.DeniedErrorCode, transport.UnsupportedErrorCode,
+	transport.TooManyRequestsErrorCode, transport.UnknownErrorCode, transport.UnavailableErrorCode,
+}
+
+func knownCodes(got map[transport.ErrorCode]bool) string {
+	var out []string
+	for _, c := range registryCodes {
+		if got[c] {
+			out = append(out, string(c))
+		}
+	}
+	return strings.Join(out, ", ")
 }

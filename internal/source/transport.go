@@ -12,6 +12,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/wasm-operator/wasm-operator/internal/netguard"
 )
 
 // Defaults for the network options of every fetcher.
@@ -30,6 +32,7 @@ type netOptions struct {
 	readTimeout    time.Duration
 	retries        int
 	backoff        time.Duration
+	guard          *Guard // nil: no address checks
 }
 
 func (o *netOptions) defaults() {
@@ -55,7 +58,10 @@ func (o *netOptions) defaults() {
 // module does not.
 func newTransport(o netOptions) (*http.Transport, error) {
 	t := http.DefaultTransport.(*http.Transport).Clone()
-	d := &net.Dialer{Timeout: o.connectTimeout, KeepAlive: 30 * time.Second}
+	d := &netguard.Dialer{Dialer: net.Dialer{Timeout: o.connectTimeout, KeepAlive: 30 * time.Second}}
+	if o.guard != nil {
+		d.Check, d.Resolver = o.guard.checkAddr, o.guard.resolver
+	}
 	t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
@@ -103,6 +109,11 @@ func classifyNetErr(typ, ref string, err error, o netOptions) *Error {
 	var invalidCert x509.CertificateInvalidError
 	var recErr tls.RecordHeaderError
 	switch {
+	case errors.Is(err, errRefusedAddress):
+		// Permanent, and without the cause: the dial error names the resolved address and port.
+		var r *refusal
+		errors.As(err, &r)
+		e.Msg, e.Kind, e.Err = r.msg, ErrInvalid, nil
 	case errors.As(err, &certErr) || errors.As(err, &unknownCA) || errors.As(err, &hostErr) || errors.As(err, &invalidCert):
 		e.Msg = "the server's TLS certificate is not trusted; put the CA that signed it in the secret, or fix the host name"
 	case errors.As(err, &recErr):

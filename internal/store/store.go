@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,22 +35,41 @@ var (
 	ErrCorrupt = errors.New("stored module is corrupt")
 	// ErrInvalidDigest: a digest is not "sha256:" followed by 64 hex digits.
 	ErrInvalidDigest = errors.New("invalid digest")
+	// ErrReadOnly: the store was opened read-only (a node host) and cannot be written.
+	ErrReadOnly = errors.New("the store is read-only")
 )
 
-// CorruptError is returned by Get when a file's content does not match its
-// name. The file has been removed (Removed reports whether that worked), so the
-// module can be stored again. It matches ErrCorrupt with errors.Is.
+// DefaultMaxBytes bounds what Get reads when Options.MaxBytes is zero; it matches the controller's
+// default module size limit.
+const DefaultMaxBytes int64 = 256 << 20
+
+// CorruptError is returned by Get when the file of a digest is not that
+// module: its content hashes to something else (Got), or it is not a regular
+// file of the expected size (Problem). A writable store has removed it
+// (Removed reports whether that worked), so the module can be stored again; a
+// read-only one leaves it to the writer. It matches ErrCorrupt with errors.Is.
 type CorruptError struct {
 	Digest, Got, Path string
-	Removed           bool
+	// Problem, when set, says what is wrong instead of Got, such as "is a
+	// symbolic link, not a regular file".
+	Problem  string
+	Removed  bool
+	ReadOnly bool
 }
 
 func (e *CorruptError) Error() string {
 	what := "it was removed; store the module again"
-	if !e.Removed {
+	switch {
+	case e.ReadOnly:
+		what = "left in place (read-only store); whoever writes the store must store the module again"
+	case !e.Removed:
 		what = "removing it failed; delete the file by hand and store the module again"
 	}
-	return fmt.Sprintf("stored module %s is corrupt: %s hashes to %s; %s", e.Digest, e.Path, e.Got, what)
+	problem := e.Problem
+	if problem == "" {
+		problem = "hashes to " + e.Got
+	}
+	return fmt.Sprintf("stored module %s is corrupt: %s %s; %s", e.Digest, e.Path, problem, what)
 }
 
 // Is makes errors.Is(err, ErrCorrupt) true.
@@ -74,6 +94,13 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// ReadOnly opens the store for reading only, as node hosts do on their
+	// read-only mount of the shared cache: Open creates nothing, Put, Touch and
+	// Remove return ErrReadOnly, and Get leaves a corrupt file in place.
+	ReadOnly bool
+	// MaxBytes bounds the size of a module Get reads; a larger file is
+	// corrupt. Default DefaultMaxBytes.
+	MaxBytes int64
 }
 
 // Store keeps modules by digest under <root>/modules/sha256/<hex>.wasm. Every
@@ -83,6 +110,8 @@ type Options struct {
 type Store struct {
 	dir       string
 	now       func() time.Time
+	readOnly  bool
+	maxBytes  int64
 	evictions *prometheus.CounterVec
 	corrupt   prometheus.Counter
 }
@@ -95,11 +124,19 @@ type Store struct {
 //	wasm_operator_store_evictions_total{reason}  modules removed by GC; reason unreferenced or size
 //	wasm_operator_store_corrupt_total            corrupt files found (and removed) by Get
 func Open(root string, opts Options) (*Store, error) {
-	s := &Store{dir: filepath.Join(root, filepath.FromSlash(ModulesDir)), now: opts.Now}
+	s := &Store{dir: filepath.Join(root, filepath.FromSlash(ModulesDir)), now: opts.Now,
+		readOnly: opts.ReadOnly, maxBytes: opts.MaxBytes}
 	if s.now == nil {
 		s.now = time.Now
 	}
-	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+	if s.maxBytes <= 0 {
+		s.maxBytes = DefaultMaxBytes
+	}
+	if s.readOnly {
+		if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+			return nil, fmt.Errorf("open store: the cache root %s is not a folder (%v); check that the cache volume is mounted", root, err)
+		}
+	} else if err := os.MkdirAll(s.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("open store: %w; check that the cache volume is mounted writable", err)
 	}
 	s.evictions = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -160,6 +197,9 @@ func (s *Store) path(hexDigest string) string { return filepath.Join(s.dir, hexD
 // place and fsyncs the folder, so readers in any process see either no file or
 // the whole module, and a crash leaves no partial module behind.
 func (s *Store) Put(data []byte) (Entry, error) {
+	if s.readOnly {
+		return Entry{}, fmt.Errorf("store module: %w", ErrReadOnly)
+	}
 	sum := sha256.Sum256(data)
 	h := hex.EncodeToString(sum[:])
 	final := s.path(h)
@@ -202,15 +242,35 @@ func (s *Store) Put(data []byte) (Entry, error) {
 }
 
 // Get returns the module with the given digest after checking that its content
-// hashes to it. A missing module is ErrNotFound. A corrupt one is removed and
-// reported as a *CorruptError, so that whoever stores modules stores it again.
-func (s *Store) Get(digest string) ([]byte, error) {
+// hashes to it. A missing module is ErrNotFound. A file that is not the module
+// (another content, a symbolic link, a named pipe or other special file, a
+// file over Options.MaxBytes) is reported as a *CorruptError and, unless the
+// store is read-only, removed, so that whoever stores modules stores it again.
+func (s *Store) Get(digest string) ([]byte, error) { return s.GetSize(digest, -1) }
+
+// GetSize is Get for a module whose size is known (status.artifact.size): a
+// file of another size is corrupt, found so before reading it. A negative
+// size means unknown.
+func (s *Store) GetSize(digest string, size int64) ([]byte, error) {
 	h, err := ParseDigest(digest)
 	if err != nil {
 		return nil, fmt.Errorf("get module: %w", err)
 	}
 	p := s.path(h)
-	f, err := os.Open(p)
+	// Lstat, then open without following links or blocking, then check the
+	// opened file again: a symlink planted in the shared folder could point
+	// anywhere, and opening a FIFO for reading would block forever.
+	fi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("get module: %w: sha256:%s is not at %s", ErrNotFound, h, p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get module sha256:%s: %w", h, err)
+	}
+	if problem := s.fileProblem(fi, size); problem != "" {
+		return nil, s.corruptFile(h, p, fi, &CorruptError{Problem: problem})
+	}
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("get module: %w: sha256:%s is not at %s", ErrNotFound, h, p)
 	}
@@ -218,30 +278,63 @@ func (s *Store) Get(digest string) ([]byte, error) {
 		return nil, fmt.Errorf("get module sha256:%s: %w", h, err)
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	ofi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("get module sha256:%s: %w", h, err)
 	}
-	data := make([]byte, 0, fi.Size())
+	if problem := s.fileProblem(ofi, size); problem != "" || !os.SameFile(fi, ofi) {
+		if problem == "" {
+			problem = "changed while it was opened"
+		}
+		return nil, s.corruptFile(h, p, ofi, &CorruptError{Problem: problem})
+	}
+	data := make([]byte, 0, ofi.Size())
 	buf := bytes.NewBuffer(data)
-	if _, err := io.Copy(buf, f); err != nil {
+	n, err := io.Copy(buf, io.LimitReader(f, ofi.Size()+1))
+	if err != nil {
 		return nil, fmt.Errorf("get module sha256:%s: %w", h, err)
+	}
+	if n != ofi.Size() {
+		return nil, s.corruptFile(h, p, ofi, &CorruptError{Problem: fmt.Sprintf("changed size while it was read (%d bytes, then more)", ofi.Size())})
 	}
 	data = buf.Bytes()
 	sum := sha256.Sum256(data)
 	if got := hex.EncodeToString(sum[:]); got != h {
-		s.corrupt.Inc()
-		e := &CorruptError{Digest: "sha256:" + h, Got: "sha256:" + got, Path: p}
-		// Remove only the file that was read: a writer may have renamed an
-		// intact copy into place meanwhile.
-		if now, err := os.Stat(p); err == nil && os.SameFile(fi, now) {
+		return nil, s.corruptFile(h, p, ofi, &CorruptError{Got: "sha256:" + got})
+	}
+	return data, nil
+}
+
+// fileProblem says why fi cannot be a stored module of the given size (negative: unknown).
+func (s *Store) fileProblem(fi fs.FileInfo, size int64) string {
+	switch m := fi.Mode(); {
+	case m&fs.ModeSymlink != 0:
+		return "is a symbolic link, not a regular file"
+	case m&fs.ModeNamedPipe != 0:
+		return "is a named pipe, not a regular file"
+	case !m.IsRegular():
+		return fmt.Sprintf("is not a regular file (mode %s)", m)
+	case size >= 0 && fi.Size() != size:
+		return fmt.Sprintf("is %d bytes, not the %d bytes recorded", fi.Size(), size)
+	case fi.Size() > s.maxBytes:
+		return fmt.Sprintf("is %d bytes, more than the %d byte limit", fi.Size(), s.maxBytes)
+	}
+	return ""
+}
+
+// corruptFile completes e, counts it and, in a writable store, removes the file
+// that was examined (fi) unless a writer has renamed another into place since.
+func (s *Store) corruptFile(h, p string, fi fs.FileInfo, e *CorruptError) error {
+	s.corrupt.Inc()
+	e.Digest, e.Path, e.ReadOnly = "sha256:"+h, p, s.readOnly
+	if !s.readOnly {
+		if now, err := os.Lstat(p); err == nil && os.SameFile(fi, now) {
 			e.Removed = os.Remove(p) == nil
 		} else {
 			e.Removed = true
 		}
-		return nil, fmt.Errorf("get module: %w", e)
 	}
-	return data, nil
+	return fmt.Errorf("get module: %w", e)
 }
 
 // Has reports whether a module with the digest is stored, without reading it.
@@ -264,7 +357,7 @@ func (s *Store) Stat(digest string) (Entry, error) {
 
 func (s *Store) stat(h string) (Entry, error) {
 	p := s.path(h)
-	fi, err := os.Stat(p)
+	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Entry{}, fmt.Errorf("stat module: %w: sha256:%s is not at %s", ErrNotFound, h, p)
 	}
@@ -277,6 +370,9 @@ func (s *Store) stat(h string) (Entry, error) {
 // Touch marks a stored module as used now, which puts it last in the eviction
 // order. A missing module is ErrNotFound.
 func (s *Store) Touch(digest string) error {
+	if s.readOnly {
+		return fmt.Errorf("touch module: %w", ErrReadOnly)
+	}
 	h, err := ParseDigest(digest)
 	if err != nil {
 		return fmt.Errorf("touch module: %w", err)
@@ -296,6 +392,9 @@ func (s *Store) touch(p string) error {
 
 // Remove deletes a stored module; removing a missing one is not an error.
 func (s *Store) Remove(digest string) error {
+	if s.readOnly {
+		return fmt.Errorf("remove module: %w", ErrReadOnly)
+	}
 	h, err := ParseDigest(digest)
 	if err != nil {
 		return fmt.Errorf("remove module: %w", err)
@@ -347,13 +446,13 @@ func sortByUse(es []Entry) {
 
 // fileHashes reports whether the file at p has the given size and sha256.
 func fileHashes(p, h string, size int64) (bool, error) {
-	f, err := os.Open(p)
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return false, err
 	}
 	defer f.Close()
 	fi, err := f.Stat()
-	if err != nil || fi.Size() != size {
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != size {
 		return false, err
 	}
 	d := sha256.New()

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -455,5 +456,131 @@ wasm_operator_store_evictions_total{reason="unreferenced"} 1
 	}
 	if _, err := Open(t.TempDir(), Options{Registerer: reg}); err == nil {
 		t.Fatal("registering a second store's metrics on the same registry worked")
+	}
+}
+
+// TestPlantedFileIsRefused: whoever can write the shared folder plants a symbolic link (to a module
+// elsewhere or to a secret), a named pipe (which would block a reader forever) or an oversized file
+// as <hex>.wasm. Get refuses each without following or blocking, says what it found, and a writable
+// store removes it so the module can be stored again.
+func TestPlantedFileIsRefused(t *testing.T) {
+	data := payload(4096)
+	d := digest(data)
+	tests := []struct {
+		name, want string
+		plant      func(t *testing.T, p string)
+		size       int64
+		max        int64
+	}{
+		{"symlink to the module", "is a symbolic link, not a regular file", func(t *testing.T, p string) {
+			other := filepath.Join(t.TempDir(), "real.wasm")
+			os.WriteFile(other, data, 0o644)
+			if err := os.Symlink(other, p); err != nil {
+				t.Fatal(err)
+			}
+		}, -1, 0},
+		{"named pipe", "is a named pipe, not a regular file", func(t *testing.T, p string) {
+			if err := syscall.Mkfifo(p, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, -1, 0},
+		{"other size than recorded", "is 4097 bytes, not the 4096 bytes recorded", func(t *testing.T, p string) {
+			os.WriteFile(p, append(payload(4096), 0), 0o644)
+		}, 4096, 0},
+		{"over the size limit", "is 4096 bytes, more than the 1024 byte limit", func(t *testing.T, p string) {
+			os.WriteFile(p, data, 0o644)
+		}, -1, 1024},
+	}
+	for _, tc := range tests {
+		for _, readOnly := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/readOnly=%v", tc.name, readOnly), func(t *testing.T) {
+				root := t.TempDir()
+				w, err := Open(root, Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				s, err := Open(root, Options{ReadOnly: readOnly, MaxBytes: tc.max})
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, _ := s.Path(d)
+				tc.plant(t, p)
+				done := make(chan error, 1)
+				go func() { _, err := s.GetSize(d, tc.size); done <- err }()
+				select {
+				case err = <-done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("Get blocked on the planted file")
+				}
+				var ce *CorruptError
+				if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("err = %v, want a CorruptError saying %q", err, tc.want)
+				}
+				_, lerr := os.Lstat(p)
+				if readOnly {
+					if ce.Removed || lerr != nil || !strings.Contains(err.Error(), "left in place (read-only store)") {
+						t.Fatalf("a read-only store touched the file (removed %v, %v): %v", ce.Removed, lerr, err)
+					}
+					return
+				}
+				if !ce.Removed || lerr == nil {
+					t.Fatalf("the planted file was not removed: %v", err)
+				}
+				if _, err := w.Put(data); err != nil {
+					t.Fatal(err)
+				}
+				if b, err := w.GetSize(d, int64(len(data))); err != nil || string(b) != string(data) {
+					t.Fatalf("after storing again: %v", err)
+				}
+			})
+		}
+	}
+}
+
+// TestPutOverPlantedPipe: Put checks an existing file without blocking on a named pipe and replaces it.
+func TestPutOverPlantedPipe(t *testing.T) {
+	s, _, _ := newStore(t)
+	data := payload(100)
+	p, _ := s.Path(digest(data))
+	if err := syscall.Mkfifo(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := s.Put(data); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Put blocked on the planted pipe")
+	}
+	if b, err := s.Get(digest(data)); err != nil || string(b) != string(data) {
+		t.Fatalf("Get after Put: %v", err)
+	}
+}
+
+func TestReadOnlyStore(t *testing.T) {
+	root := t.TempDir()
+	w, _ := Open(root, Options{})
+	e, _ := w.Put(payload(64))
+	s, err := Open(root, Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := s.Get(e.Digest); err != nil || len(b) != 64 {
+		t.Fatalf("read: %v", err)
+	}
+	for name, err := range map[string]error{
+		"Put":    func() error { _, err := s.Put(payload(65)); return err }(),
+		"Touch":  s.Touch(e.Digest),
+		"Remove": s.Remove(e.Digest),
+	} {
+		if !errors.Is(err, ErrReadOnly) {
+			t.Errorf("%s on a read-only store: %v", name, err)
+		}
+	}
+	if _, err := Open(filepath.Join(root, "missing"), Options{ReadOnly: true}); err == nil || !strings.Contains(err.Error(), "check that the cache volume is mounted") {
+		t.Fatalf("open a missing read-only root: %v", err)
 	}
 }

@@ -1,6 +1,9 @@
 package chart
 
 import (
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -107,6 +110,7 @@ func TestTemplateDefaults(t *testing.T) {
 	want := map[string]int{
 		"CustomResourceDefinition": 1, "Deployment": 1, "DaemonSet": 1, "PersistentVolumeClaim": 1,
 		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 2, "ClusterRole": 6, "ClusterRoleBinding": 2,
+		"Secret": 1, "ConfigMap": 1, // the hosts' serving certificate and its CA for callers
 	}
 	if got := kinds(objs); !reflect.DeepEqual(got, want) {
 		t.Errorf("rendered kinds = %v, want %v", got, want)
@@ -155,11 +159,17 @@ func TestTemplateDefaults(t *testing.T) {
 	if got := envFrom(t, ds, "POD_NAMESPACE"); got != "metadata.namespace" {
 		t.Errorf("host POD_NAMESPACE from %q, want metadata.namespace", got)
 	}
-	for _, a := range []string{"host", "--listen=:8181", "--auth=true", "--cache-dir=/var/cache/wasm-operator"} {
+	for _, a := range []string{"host", "--listen=:8181", "--auth=true", "--cache-dir=/var/cache/wasm-operator",
+		"--tls-cert-file=/etc/wasm-operator/tls/tls.crt", "--tls-key-file=/etc/wasm-operator/tls/tls.key",
+		"--token-audiences=wasm-operator", "--compile-cache-dir=/var/cache/wasm-operator-local"} {
 		if !slices.Contains(args(t, ds), a) {
 			t.Errorf("host args %v lack %s", args(t, ds), a)
 		}
 	}
+	if !slices.Contains(args(t, dep), "--source-deny-private-networks=false") {
+		t.Errorf("controller args %v lack --source-deny-private-networks=false", args(t, dep))
+	}
+	checkHostCacheAndTLS(t, objs, ds)
 	svc := find(t, objs, "Service", "-host")
 	if got := str(svc, "spec", "internalTrafficPolicy"); got != "Local" {
 		t.Errorf("call API Service internalTrafficPolicy = %q, want Local", got)
@@ -377,6 +387,98 @@ func TestTemplateValues(t *testing.T) {
 
 // TestBadValues shows that values.schema.json and the templates refuse what would install a broken
 // operator, with a message that names the value.
+// checkHostCacheAndTLS: the host mounts the shared cache read-only and compiles into a volume of its own
+// node, its probes speak HTTPS, and the generated certificate is for the call Service, signed by the CA
+// published for callers.
+func checkHostCacheAndTLS(t *testing.T, objs []*unstructured.Unstructured, ds *unstructured.Unstructured) {
+	t.Helper()
+	c := &unstructured.Unstructured{Object: container(t, ds)}
+	mounts := map[string]string{}
+	for _, m := range c.Object["volumeMounts"].([]any) {
+		m := m.(map[string]any)
+		mounts[m["name"].(string)] = fmt.Sprint(m["mountPath"], " ro=", m["readOnly"])
+	}
+	for name, want := range map[string]string{
+		"cache":         "/var/cache/wasm-operator ro=true",
+		"compile-cache": "/var/cache/wasm-operator-local ro=<nil>",
+		"tls":           "/etc/wasm-operator/tls ro=true",
+	} {
+		if mounts[name] != want {
+			t.Errorf("host mount %s = %q, want %q", name, mounts[name], want)
+		}
+	}
+	vols := str(ds, "spec", "template", "spec", "volumes")
+	for _, want := range []string{"name:cache persistentVolumeClaim:map[claimName:wasm-operator-cache readOnly:true]",
+		"emptyDir:map[sizeLimit:1Gi] name:compile-cache", "name:tls secret:map[secretName:wasm-operator-host-tls]"} {
+		if !strings.Contains(vols, want) {
+			t.Errorf("host volumes %s lack %s", vols, want)
+		}
+	}
+	for _, probe := range []string{"livenessProbe", "readinessProbe"} {
+		if got := str(c, probe, "httpGet", "scheme"); got != "HTTPS" {
+			t.Errorf("host %s scheme = %q, want HTTPS", probe, got)
+		}
+	}
+	secret := find(t, objs, "Secret", "-host-tls")
+	if got := str(secret, "type"); got != "kubernetes.io/tls" {
+		t.Errorf("host TLS Secret type %q", got)
+	}
+	caPEM := str(find(t, objs, "ConfigMap", "-host-ca"), "data", "ca.crt")
+	crtB64 := str(secret, "data", "tls.crt")
+	crtPEM, err := base64.StdEncoding.DecodeString(crtB64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(crtPEM)
+	if block == nil {
+		t.Fatalf("tls.crt is not PEM: %.80s", crtPEM)
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
+		t.Fatalf("the CA ConfigMap holds no certificate: %.80s", caPEM)
+	}
+	if _, err := cert.Verify(x509.VerifyOptions{DNSName: release + "-host." + ns + ".svc", Roots: pool}); err != nil {
+		t.Errorf("the serving certificate does not verify for the call Service with the published CA: %v", err)
+	}
+}
+
+// TestHostTLSModes: cert-manager issues the certificate when asked (no chart-made key), and a Secret of
+// one's own is used as named.
+func TestHostTLSModes(t *testing.T) {
+	objs, err := Render(release, ns, "--set", "host.tls.mode=certManager", "--set", "host.tls.certManager.issuerRef.name=my-ca",
+		"--set", "host.tls.certManager.issuerRef.kind=ClusterIssuer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	crt := find(t, objs, "Certificate", "-host")
+	if got := str(crt, "spec", "secretName"); got != release+"-host-tls" {
+		t.Errorf("Certificate secretName %q", got)
+	}
+	if got := str(crt, "spec", "issuerRef"); got != "map[group:cert-manager.io kind:ClusterIssuer name:my-ca]" {
+		t.Errorf("Certificate issuerRef %s", got)
+	}
+	if got := str(crt, "spec", "dnsNames"); !strings.Contains(got, release+"-host."+ns+".svc") {
+		t.Errorf("Certificate dnsNames %s lack the Service name", got)
+	}
+	if lookup(objs, "Secret", "-host-tls") != nil {
+		t.Error("the chart made a key although cert-manager issues the certificate")
+	}
+	objs, err = Render(release, ns, "--set", "host.tls.mode=secret", "--set", "host.tls.secretName=my-host-cert")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := str(find(t, objs, "DaemonSet", "-host"), "spec", "template", "spec", "volumes"); !strings.Contains(got, "secretName:my-host-cert") {
+		t.Errorf("host volumes %s do not use my-host-cert", got)
+	}
+	if lookup(objs, "Certificate", "-host") != nil || lookup(objs, "Secret", "-host-tls") != nil {
+		t.Error("mode secret rendered a certificate of its own")
+	}
+}
+
 func TestBadValues(t *testing.T) {
 	for _, tc := range []struct {
 		set, want string
@@ -407,6 +509,12 @@ func TestBadValues(t *testing.T) {
 		{"host.auth=false", "at '/host/auth': value must be true"},
 		{"host.extraArgs={listen}", "at '/host/extraArgs/0'"},
 		{"host.updateStrategy.type=Sometimes", "at '/host/updateStrategy/type'"},
+		{"host.tls.mode=none", "at '/host/tls/mode'"},
+		{"host.tls.mode=certManager", "host.tls.mode certManager needs host.tls.certManager.issuerRef.name"},
+		{"host.tls.mode=secret", "host.tls.mode secret needs host.tls.secretName"},
+		{"host.tokenAudiences=null", "at '/host'"},
+		{"host.compileCache.type=shared", "at '/host/compileCache/type'"},
+		{"controller.sourceDenyPrivateNetworks=sometimes", "at '/controller/sourceDenyPrivateNetworks'"},
 		{"serviceMonitor.interval=often", "at '/serviceMonitor/interval'"},
 		{"rbac.callerRole.create=on", "at '/rbac/callerRole/create': got string, want boolean"},
 		{"controller.podDisruptionBudget.minAvailable=half", "at '/controller/podDisruptionBudget/minAvailable'"},

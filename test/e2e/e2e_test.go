@@ -1,11 +1,12 @@
 // Package e2e runs the operator as its users do: the manager's subcommands as real processes against a real
 // kube-apiserver, two hosts standing for two nodes on one shared cache folder, plugins built from
-// examples/plugins, and calls over HTTP with real ServiceAccount tokens.
+// examples/plugins, and calls over HTTPS with real ServiceAccount tokens of the hosts' audience.
 package e2e
 
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -32,6 +33,7 @@ import (
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/devstack"
+	"github.com/wasm-operator/wasm-operator/internal/hostapi"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
 
@@ -67,6 +69,8 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	if setup != nil {
 		setup(t, s)
 	}
+	// Callers trust the CA of the hosts' serving certificate, as pods do with the chart's CA ConfigMap.
+	httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.HostCA.Pool()}}}
 	if _, err := s.StartController(); err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +100,8 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	// Callers: one ServiceAccount bound to the caller role in default, one without.
 	kube := kubernetes.NewForConfigOrDie(s.Config)
 	allowed, denied := serviceAccountToken(t, s, kube, "caller", true), serviceAccountToken(t, s, kube, "stranger", false)
+	// The allowed caller's tokens for the API server and for another service: useless against a host.
+	apiServerToken, otherAudience := tokenFor(t, kube, "caller"), tokenFor(t, kube, "caller", "vault")
 	scraper := metricsToken(t, s, kube)
 
 	greet := readPlugin(t, s, "greet")
@@ -120,7 +126,7 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 			for _, c := range []struct {
 				token string
 				want  int
-			}{{allowed, 200}, {denied, 403}, {"", 401}} {
+			}{{allowed, 200}, {denied, 403}, {"", 401}, {apiServerToken, 401}, {otherAudience, 401}} {
 				code, body := call(t, n.addr, "greet", "greet", c.token, "world")
 				if code != c.want {
 					t.Fatalf("%s: token %q...: status %d (%s), want %d", n.name, prefix(c.token), code, body, c.want)
@@ -305,7 +311,7 @@ var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 func call(t *testing.T, addr, plugin, function, token, input string) (int, string) {
 	req, err := http.NewRequest(http.MethodPost,
-		fmt.Sprintf("http://%s/v1/namespaces/default/wasmplugins/%s/call/%s", addr, plugin, function), strings.NewReader(input))
+		fmt.Sprintf("https://%s/v1/namespaces/default/wasmplugins/%s/call/%s", addr, plugin, function), strings.NewReader(input))
 	if err != nil {
 		t.Error(err)
 		return 0, err.Error()
@@ -325,7 +331,7 @@ func call(t *testing.T, addr, plugin, function, token, input string) (int, strin
 // getMetrics reads a host's /metrics with a bearer token (none when empty).
 func getMetrics(t *testing.T, addr, token string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+	req, _ := http.NewRequest(http.MethodGet, "https://"+addr+"/metrics", nil)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -373,8 +379,15 @@ func serviceAccountToken(t *testing.T, s *devstack.Stack, kube kubernetes.Interf
 			t.Fatal(err)
 		}
 	}
-	tr, err := kube.CoreV1().ServiceAccounts("default").CreateToken(ctx, name,
-		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600))}}, metav1.CreateOptions{})
+	return tokenFor(t, kube, name, hostapi.DefaultAudience)
+}
+
+// tokenFor returns a token of ServiceAccount default/name for audiences (none: the API server's), as a
+// projected serviceAccountToken volume holds.
+func tokenFor(t *testing.T, kube kubernetes.Interface, name string, audiences ...string) string {
+	t.Helper()
+	tr, err := kube.CoreV1().ServiceAccounts("default").CreateToken(context.Background(), name,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(3600)), Audiences: audiences}}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatalf("token for %s: %v", name, err)
 	}

@@ -78,3 +78,15 @@ capabilities:
   drop:
     - ALL
 {{- end }}
+
+{{/*
+The Secret holding the hosts' serving certificate (tls.crt, tls.key): made by the chart, by cert-manager, or
+named by the user.
+*/}}
+{{- define "wasm-operator.hostTLSSecret" -}}
+{{- if eq .Values.host.tls.mode "secret" -}}
+{{- required "host.tls.mode secret needs host.tls.secretName: a kubernetes.io/tls Secret in the release namespace" .Values.host.tls.secretName -}}
+{{- else -}}
+{{- include "wasm-operator.fullname" . }}-host-tls
+{{- end -}}
+{{- end }}
