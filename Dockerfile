@@ -9,6 +9,8 @@ ARG TARGETARCH=amd64
 WORKDIR /src
 # Modules first, so that a source change does not download them again.
 COPY go.mod go.sum ./
+# wazero with the inline termination check (hack/wazero), the target of a replace line in go.mod.
+COPY third_party/ third_party/
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY api/ api/
 COPY cmd/ cmd/
