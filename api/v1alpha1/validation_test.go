@@ -94,6 +94,9 @@ placement: {nodeSelector: {wasm: "true"}}
 suspend: true`, ""},
 		{"refresh never", `{source: {http: {url: "https://example.com/p.wasm"}}, refreshInterval: "0"}`, ""},
 		{"refresh never 0s", `{source: {http: {url: "https://example.com/p.wasm"}}, refreshInterval: 0s}`, ""},
+		{"kv defaults", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {}}}`, ""},
+		{"kv everything", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {scope: Cluster, maxBytes: 8Mi, maxKeys: 5000, defaultTTL: 10m}}}`, ""},
+		{"kv no expiry", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {defaultTTL: "0"}}}`, ""},
 		{"memory as a plain number", `{source: {configMap: {name: a, key: b}}, limits: {maxMemory: 1048576}}`, ""},
 
 		// Refused.
@@ -136,6 +139,12 @@ suspend: true`, ""},
 		{"negative input cap", `{source: {configMap: {name: a, key: b}}, limits: {maxInputBytes: "-1"}}`, "maxInputBytes must be between 1 and 256Mi"},
 		{"response cap too large", `{source: {configMap: {name: a, key: b}}, permissions: {http: {allowedHosts: [a.com], maxResponseBytes: 2Gi}}}`, "maxResponseBytes must be between 1 and 1Gi"},
 		{"vars cap zero", `{source: {configMap: {name: a, key: b}}, permissions: {vars: {maxBytes: 0}}}`, "maxBytes must be between 1 and 64Mi"},
+		{"kv unknown scope", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {scope: Pod}}}`, `spec.permissions.kv.scope: Unsupported value: "Pod"`},
+		{"kv too large", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {maxBytes: 1Gi}}}`, "maxBytes must be between 1 and 64Mi"},
+		{"kv no keys", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {maxKeys: 0}}}`, "spec.permissions.kv.maxKeys: Invalid value: 0"},
+		{"kv too many keys", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {maxKeys: 1000000}}}`, "spec.permissions.kv.maxKeys: Invalid value: 1000000"},
+		{"kv ttl too short", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {defaultTTL: 10ms}}}`, "defaultTTL must be 0 (no expiry) or a duration between 1s and 8760h"},
+		{"kv ttl not a duration", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {defaultTTL: forever}}}`, "defaultTTL must be 0 (no expiry) or a duration between 1s and 8760h"},
 		{"unknown log level", `{source: {configMap: {name: a, key: b}}, permissions: {log: {level: verbose}}}`, `spec.permissions.log.level: Unsupported value: "verbose"`},
 		{"empty config key", `{source: {configMap: {name: a, key: b}}, config: {"": x}}`, "config keys must be 1 to 253 characters long"},
 	}
@@ -201,6 +210,11 @@ func TestDefaultsRoundTrip(t *testing.T) {
 		{"log level", s.Permissions.GetLogLevel(), wasmv1.LogLevelInfo},
 		{"http granted", s.Permissions.HTTPGranted(), false},
 		{"vars granted", s.Permissions.VarsGranted(), false},
+		{"kv granted", s.Permissions.KVGranted(), false},
+		{"kv scope", s.Permissions.KV.GetScope(), wasmv1.KVScopeNode},
+		{"kv maxBytes", s.Permissions.KV.GetMaxBytes(), int64(1 << 20)},
+		{"kv maxKeys", s.Permissions.KV.GetMaxKeys(), int32(1024)},
+		{"kv defaultTTL", s.Permissions.KV.GetDefaultTTL(), time.Duration(0)},
 		{"nodeSelector", len(s.Placement.GetNodeSelector()), 0},
 	} {
 		if c.got != c.want {
@@ -215,6 +229,7 @@ permissions:
   http: {allowedHosts: [api.example.com]}
   vars: {maxBytes: 2Mi}
   log: {level: error}
+  kv: {scope: Cluster, maxBytes: 3Mi, maxKeys: 7, defaultTTL: 90s}
 limits: {maxMemory: 128Mi, callTimeout: 250ms, maxInputBytes: 1Ki, maxOutputBytes: 2Ki}
 pool: {maxIdle: 1, maxConcurrency: 2, acquireTimeout: 0s, idleTTL: 2s, prewarm: 1, maxUses: 7}
 placement: {nodeSelector: {zone: a}}`)
@@ -228,6 +243,10 @@ placement: {nodeSelector: {zone: a}}`)
 		{"http timeout default", f.Permissions.HTTP.GetTimeout(), 30 * time.Second},
 		{"vars maxBytes", f.Permissions.Vars.GetMaxBytes(), int64(2 << 20)},
 		{"log level", f.Permissions.GetLogLevel(), wasmv1.LogLevelError},
+		{"kv scope", f.Permissions.KV.GetScope(), wasmv1.KVScopeCluster},
+		{"kv maxBytes", f.Permissions.KV.GetMaxBytes(), int64(3 << 20)},
+		{"kv maxKeys", f.Permissions.KV.GetMaxKeys(), int32(7)},
+		{"kv defaultTTL", f.Permissions.KV.GetDefaultTTL(), 90 * time.Second},
 		{"maxMemory", f.Limits.GetMaxMemory(), int64(128 << 20)},
 		{"callTimeout", f.Limits.GetCallTimeout(), 250 * time.Millisecond},
 		{"maxInputBytes", f.Limits.GetMaxInputBytes(), int64(1024)},
