@@ -229,4 +229,3 @@ if limit > 0 then
 end
 return redis.call('ZRANGEBYLEX', base .. 'keys', ARGV[2], ARGV[3])
 `)
-
