@@ -32,6 +32,7 @@ type hostOptions struct {
 	node, cacheDir, namespace, listen string
 	auth                              bool
 	leaseDuration, statusInterval     time.Duration
+	redis                             redisFlags
 }
 
 func runHost(args []string) int {
@@ -44,6 +45,7 @@ func runHost(args []string) int {
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
+	o.redis.register(fs)
 	log, ok := parseWithLogging(fs, args)
 	if !ok {
 		return 2
@@ -85,7 +87,14 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("register host metrics: %w", err)
 	}
-	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins")}
+	redis, err := o.redis.open()
+	if err != nil {
+		return err
+	}
+	if redis != nil {
+		defer redis.Close()
+	}
+	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins"), KVRedis: redis}
 	r := &host.Reconciler{Client: mgr.GetClient(), Node: o.node, Namespace: o.namespace, Plugins: plugins,
 		LeaseDuration: o.leaseDuration, StatusInterval: o.statusInterval}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -103,7 +112,7 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth)
+	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth, "kvRedis", o.redis.address)
 	// The call API and the manager live and die together: a host that cannot serve calls must not keep
 	// its Lease and report Ready entries.
 	ctx, cancel := context.WithCancel(ctx)

@@ -17,6 +17,7 @@ import (
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/controllers"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/kv"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/pool"
 	"github.com/wasm-operator/wasm-operator/runtime"
@@ -56,7 +57,11 @@ type Plugins struct {
 	Store   *store.Store
 	Metrics *hostapi.Metrics
 	Log     logr.Logger
+	// KVRedis holds the entries of plugins granted permissions.kv with scope Cluster; nil: such plugins
+	// fail to load. Scope Node needs nothing: its stores live in the host.
+	KVRedis *kv.Redis
 
+	kvNode  kv.Node
 	mu      sync.RWMutex
 	plugins map[types.NamespacedName]*plugin
 }
@@ -180,6 +185,9 @@ func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key 
 	}
 	defer mod.Close(ctx)
 	cfg := controllers.PluginConfig(obj, h.Log.WithName("plugin"))
+	if err := h.attachKV(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, obj, &cfg); err != nil {
+		return nil, err
+	}
 	rp, err := h.Engine.NewPlugin(ctx, mod, cfg)
 	if err != nil {
 		return nil, err
@@ -247,6 +255,7 @@ func (h *Plugins) Unload(key types.NamespacedName) bool {
 	if v := p.cur.Swap(nil); v != nil {
 		go h.retire(v)
 	}
+	h.kvNode.Remove(key.String())
 	if h.Metrics != nil {
 		h.Metrics.Forget(key.Namespace, key.Name)
 	}
