@@ -3,10 +3,14 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
+	"time"
+	"unicode/utf8"
 
 	"github.com/wasm-operator/wasm-operator/internal/kv"
 )
@@ -61,4 +65,72 @@ func (f *redisFlags) open() (*kv.Redis, error) {
 		return nil, fmt.Errorf("--kv-redis-address: %w", err)
 	}
 	return r, nil
+}
+
+// kvFileEntry is one entry of a --kv-file: the value as text, or as base64 when it is not UTF-8.
+type kvFileEntry struct {
+	Value   *string    `json:"value,omitempty"`
+	Base64  []byte     `json:"base64,omitempty"`
+	Expires *time.Time `json:"expires,omitempty"`
+}
+
+// loadKVFile fills m from path; a missing file is an empty store.
+func loadKVFile(m *kv.Memory, path string) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var file map[string]kvFileEntry
+	if err := json.Unmarshal(b, &file); err != nil {
+		return fmt.Errorf("%s: want a JSON object of key: {\"value\": text} or {\"base64\": bytes}, optional \"expires\": %w", path, err)
+	}
+	entries := make([]kv.Entry, 0, len(file))
+	for k, e := range file {
+		if (e.Value == nil) == (e.Base64 == nil) {
+			return fmt.Errorf("%s: key %q: give exactly one of \"value\" and \"base64\"", path, k)
+		}
+		ent := kv.Entry{Key: k, Value: e.Base64}
+		if e.Value != nil {
+			ent.Value = []byte(*e.Value)
+		}
+		if e.Expires != nil {
+			ent.Expires = *e.Expires
+		}
+		entries = append(entries, ent)
+	}
+	if err := m.Restore(entries); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// saveKVFile writes m's live entries to path, replacing it atomically.
+func saveKVFile(m *kv.Memory, path string) error {
+	file := map[string]kvFileEntry{}
+	for _, e := range m.Snapshot() {
+		var fe kvFileEntry
+		if utf8.Valid(e.Value) {
+			s := string(e.Value)
+			fe.Value = &s
+		} else {
+			fe.Base64 = e.Value
+		}
+		if !e.Expires.IsZero() {
+			t := e.Expires.UTC()
+			fe.Expires = &t
+		}
+		file[e.Key] = fe
+	}
+	b, err := json.MarshalIndent(file, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
