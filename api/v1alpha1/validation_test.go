@@ -192,6 +192,7 @@ func TestDefaultsRoundTrip(t *testing.T) {
 
 	minimal := create("minimal", `source: {configMap: {name: a, key: b}}`)
 	s := minimal.Spec
+	var noKV *wasmv1.KVPermission // permissions.kv absent: the getters give the defaults it would have
 	for _, c := range []struct {
 		name      string
 		got, want any
@@ -211,10 +212,10 @@ func TestDefaultsRoundTrip(t *testing.T) {
 		{"http granted", s.Permissions.HTTPGranted(), false},
 		{"vars granted", s.Permissions.VarsGranted(), false},
 		{"kv granted", s.Permissions.KVGranted(), false},
-		{"kv scope", s.Permissions.KV.GetScope(), wasmv1.KVScopeNode},
-		{"kv maxBytes", s.Permissions.KV.GetMaxBytes(), int64(1 << 20)},
-		{"kv maxKeys", s.Permissions.KV.GetMaxKeys(), int32(1024)},
-		{"kv defaultTTL", s.Permissions.KV.GetDefaultTTL(), time.Duration(0)},
+		{"kv scope", noKV.GetScope(), wasmv1.KVScopeNode},
+		{"kv maxBytes", noKV.GetMaxBytes(), int64(1 << 20)},
+		{"kv maxKeys", noKV.GetMaxKeys(), int32(1024)},
+		{"kv defaultTTL", noKV.GetDefaultTTL(), time.Duration(0)},
 		{"nodeSelector", len(s.Placement.GetNodeSelector()), 0},
 	} {
 		if c.got != c.want {
