@@ -60,6 +60,13 @@ type WasmPluginSpec struct {
 	// Default false.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+
+	// schedules run functions of the plugin on cron schedules. At most 16, names unique. Default none.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Schedules []Schedule `json:"schedules,omitempty"`
 }
 
 // Source says where the module comes from. Exactly one field is set.
@@ -380,6 +387,13 @@ type WasmPluginStatus struct {
 	// targetNodes counts the live hosts whose node matches placement.
 	// +optional
 	TargetNodes int32 `json:"targetNodes,omitempty"`
+
+	// schedules has one entry per schedule that ran.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Schedules []ScheduleStatus `json:"schedules,omitempty"`
 
 	// nodeSummary is readyNodes/targetNodes as text, for kubectl's Nodes column.
 	// +optional

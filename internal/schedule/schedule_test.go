@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 )
 
 func TestParse(t *testing.T) {
@@ -73,5 +75,26 @@ func TestDue(t *testing.T) {
 				t.Fatalf("Next %v is not after now %v", d.Next, c.now)
 			}
 		})
+	}
+}
+
+func TestCheckSpec(t *testing.T) {
+	exports := []string{"warm", "report"}
+	ok := []wasmv1.Schedule{{Name: "a", Schedule: "*/5 * * * *", Function: "warm"}, {Name: "b", Schedule: "@every 1m", Function: "report", TimeZone: "Asia/Tokyo"}}
+	if err := CheckSpec(ok, exports); err != nil {
+		t.Fatalf("valid schedules refused: %v", err)
+	}
+	bad := []wasmv1.Schedule{
+		{Name: "range", Schedule: "0 25 * * *", Function: "warm"},
+		{Name: "zone", Schedule: "@hourly", Function: "warm", TimeZone: "Europe/Atlantis"},
+		{Name: "fn", Schedule: "@hourly", Function: "cool"},
+	}
+	err := CheckSpec(bad, exports)
+	for _, want := range []string{`schedule range: schedule "0 25 * * *" is not a cron expression`,
+		`schedule zone: timeZone "Europe/Atlantis" is not a known IANA time zone`,
+		`schedule fn: the module exports no function "cool" (it exports [warm report])`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckSpec = %v; want it to say %q", err, want)
+		}
 	}
 }
