@@ -43,5 +43,10 @@ func PluginConfig(obj *wasmv1.WasmPlugin, log logr.Logger) runtime.PluginConfig 
 	if s.Permissions.VarsGranted() {
 		cfg.Permissions.Vars = &runtime.Vars{MaxBytes: s.Permissions.Vars.GetMaxBytes()}
 	}
+	if s.Permissions.KVGranted() {
+		k := s.Permissions.KV
+		// The store itself is the node host's to attach: the controller only checks imports.
+		cfg.Permissions.KV = &runtime.KV{MaxBytes: k.GetMaxBytes(), MaxKeys: int(k.GetMaxKeys()), DefaultTTL: k.GetDefaultTTL()}
+	}
 	return cfg
 }

@@ -5,7 +5,9 @@
 // host owns apart from the plugin's own linear memory. This package hides
 // that: a function reads its input with [Input], writes its result with
 // [Output] and reports a failure with [SetError], and it reads configuration,
-// keeps variables, makes HTTP requests and logs through the host.
+// keeps variables, makes HTTP requests, logs, and uses the plugin's key-value
+// store ([KVGet], [KVSet], [KVList], imported from "extism:host/user", granted
+// by permissions.kv) through the host.
 //
 // A plugin is a WASI reactor built with the standard Go toolchain (Go 1.24 or
 // later):

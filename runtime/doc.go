@@ -13,6 +13,9 @@
 // vars across calls, as in Extism, so it is worth pooling. An instance whose Err is not nil
 // trapped, was stopped or went over a limit, and must be closed instead of reused.
 //
+// Services of our own are user host functions in extism:host/user: the key-value store (KV, with a
+// KVStore shared by a plugin's instances) is the first.
+//
 // Plugins built with any Extism PDK run unchanged; the conformance test runs the Extism Go SDK's
 // own test plugins on both side by side.
 //

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/go-logr/logr"
+
+	"github.com/wasm-operator/wasm-operator/internal/kv"
 )
 
 // fuzzedFuncs are the host functions a guest can drive with arbitrary numbers and that need no
@@ -17,7 +19,7 @@ var fuzzedFuncs = func() []hostFunc {
 			fs = append(fs, f)
 		}
 	}
-	return fs
+	return append(fs, userFuncs...)
 }()
 
 // FuzzKernel drives the kernel and host functions, as wazero calls them, with arbitrary sequences
@@ -31,13 +33,16 @@ func FuzzKernel(f *testing.F) {
 	f.Fuzz(func(t *testing.T, input, program []byte) {
 		inst := fuzzInstance()
 		inst.k.extInput = input
-		stack := make([]uint64, 2)
+		stack := make([]uint64, 3)
 		ctx := &inst.cctx
 		for len(program) > 0 {
 			fn := fuzzedFuncs[int(program[0])%len(fuzzedFuncs)]
 			program = program[1:]
 			stack[0], program = fuzzArg(program)
 			stack[1], program = fuzzArg(program)
+			if len(fn.params) > 2 {
+				stack[2], program = fuzzArg(program)
+			}
 			callHost(t, fn, ctx, stack)
 		}
 		// What Call does after the guest returns.
@@ -50,7 +55,9 @@ func FuzzKernel(f *testing.F) {
 func callHost(t *testing.T, fn hostFunc, ctx context.Context, stack []uint64) {
 	defer func() {
 		if r := recover(); r != nil {
-			if _, ok := r.(*kernelFault); !ok {
+			_, kernel := r.(*kernelFault)
+			_, user := r.(*userFault)
+			if !kernel && !user {
 				t.Fatalf("%s(%d, %d) panicked: %v", fn.name, stack[0], stack[1], r)
 			}
 		}
@@ -88,10 +95,11 @@ func fuzzArg(p []byte) (uint64, []byte) {
 
 func fuzzInstance() *Instance {
 	p := &Plugin{
-		e:        &Engine{},
-		name:     "fuzz",
-		config:   map[string]string{"k": "value", "": "empty key"},
-		perms:    Permissions{Vars: &Vars{MaxBytes: 4096}, Log: &Log{Level: LogTrace}},
+		e:      &Engine{},
+		name:   "fuzz",
+		config: map[string]string{"k": "value", "": "empty key"},
+		perms: Permissions{Vars: &Vars{MaxBytes: 4096}, Log: &Log{Level: LogTrace},
+			KV: &KV{Store: kv.NewMemory(kv.Limits{MaxBytes: 4096, MaxKeys: 16}), MaxBytes: 4096, MaxKeys: 16}},
 		logLevel: LogTrace,
 		logger:   logr.Discard(),
 		limits:   Limits{MaxMemoryBytes: 1 << 20, MaxOutputBytes: 1 << 16},

@@ -125,8 +125,10 @@ func instantiateKernel(ctx context.Context, rt wazero.Runtime) error {
 	for _, f := range hostFuncs {
 		b.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.params, f.results).WithName(f.name).Export(f.name)
 	}
-	_, err := b.Instantiate(ctx)
-	return err
+	if _, err := b.Instantiate(ctx); err != nil {
+		return err
+	}
+	return instantiateUser(ctx, rt)
 }
 
 // instanceOf returns the instance whose call is running. Instance.Call passes its own context

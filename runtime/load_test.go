@@ -29,7 +29,10 @@ func TestLoadRefusesUngranted(t *testing.T) {
 		// Differences from the SDK: hosts embedding the SDK may add host functions and link several
 		// modules; a cluster plugin gets neither.
 		{"user host function", sdkWasm(t, "host.wasm"), Permissions{},
-			[]string{"import extism:host/user.mult is not provided by the host (only extism:host/env and wasi_snapshot_preview1 are)"}},
+			[]string{"import extism:host/user.mult is not a host function of ours (kv_get, kv_set, kv_delete, kv_list)"}},
+		{"kv", testplugins.Build(t, "shared-counter"), Permissions{},
+			[]string{"import extism:host/user.kv_get needs permissions.kv", "import extism:host/user.kv_set needs permissions.kv",
+				"import extism:host/user.kv_list needs permissions.kv"}},
 		{"linked module", sdkWasm(t, "main.wasm"), Permissions{},
 			[]string{"import lib.capitalize is not provided by the host"}},
 		{"observe instrumentation", sdkWasm(t, "nested.c.instr.wasm"), Permissions{},

@@ -147,12 +147,18 @@ func checkImport(mod, name string, def api.FunctionDefinition, perms Permissions
 			return &ImportError{Import: imp, Reason: "is not a WASI preview 1 function"}
 		}
 		return nil
-	case KernelModule:
+	case KernelModule, UserModule:
 	default:
-		return &ImportError{Import: imp, Reason: "is not provided by the host (only " + KernelModule + " and " + WASIModule + " are)"}
+		return &ImportError{Import: imp, Reason: "is not provided by the host (only " + KernelModule + ", " + UserModule + " and " + WASIModule + " are)"}
 	}
 	hf, ok := hostFuncByName[name]
+	if mod == UserModule {
+		hf, ok = userFuncByName[name]
+	}
 	if !ok {
+		if mod == UserModule {
+			return &ImportError{Import: imp, Reason: "is not a host function of ours (kv_get, kv_set, kv_delete, kv_list)"}
+		}
 		return &ImportError{Import: imp, Reason: "is not an Extism kernel function"}
 	}
 	if !slices.Equal(def.ParamTypes(), hf.params) || !slices.Equal(def.ResultTypes(), hf.results) {
@@ -167,6 +173,8 @@ func checkImport(mod, name string, def api.FunctionDefinition, perms Permissions
 		granted = perms.Vars != nil
 	case permLog:
 		granted = perms.Log != nil
+	case permKV:
+		granted = perms.KV != nil
 	}
 	if !granted {
 		return &ImportError{Import: imp, Permission: hf.perm}

@@ -18,6 +18,8 @@ type Permissions struct {
 	Vars *Vars
 	// Log grants extism:host/env.get_log_level and log_trace .. log_error.
 	Log *Log
+	// KV grants extism:host/user.kv_get, kv_set, kv_delete and kv_list.
+	KV *KV
 }
 
 // HTTP configures outgoing HTTP requests made by a plugin.

@@ -65,6 +65,9 @@ func (e *Engine) NewPlugin(ctx context.Context, m *Module, cfg PluginConfig) (*P
 	if err := m.Check(cfg.Permissions, cfg.Limits); err != nil {
 		return nil, fmt.Errorf("load plugin %s: %w", cfg.Name, err)
 	}
+	if err := checkKV(cfg.Permissions.KV); err != nil {
+		return nil, fmt.Errorf("load plugin %s: %w", cfg.Name, err)
+	}
 	e.mu.Lock()
 	closed := e.closed
 	e.mu.Unlock()

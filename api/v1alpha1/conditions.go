@@ -45,6 +45,10 @@ const (
 	// ReasonPermissionDenied: the module imports a host function whose permission is not granted in
 	// spec.permissions; the message names the import and the permission.
 	ReasonPermissionDenied = "PermissionDenied"
+	// ReasonInvalidSchedule: a spec.schedules entry passed the API server's checks but cannot run: a cron
+	// field out of range, an unknown time zone, or a function the module does not export. The message
+	// names the schedule.
+	ReasonInvalidSchedule = "InvalidSchedule"
 	// ReasonSourceNotFound: the URL, image, ConfigMap, key or Secret does not exist.
 	ReasonSourceNotFound = "SourceNotFound"
 	// ReasonTooLarge: the module is larger than the fetch size cap.

@@ -15,6 +15,10 @@ const (
 	DefaultHTTPTimeout          = 30 * time.Second
 	DefaultVarsMaxBytes         = 1 << 20
 	DefaultLogLevel             = LogLevelInfo
+	DefaultKVScope              = KVScopeNode
+	DefaultKVMaxBytes           = 1 << 20
+	DefaultKVMaxKeys            = 1024
+	DefaultKVDefaultTTL         = 0
 	DefaultMaxMemory            = 64 << 20
 	DefaultCallTimeout          = 5 * time.Second
 	DefaultMaxInputBytes        = 4 << 20
@@ -58,6 +62,41 @@ func (p *Permissions) HTTPGranted() bool { return p != nil && p.HTTP != nil }
 
 // VarsGranted reports whether variables are granted.
 func (p *Permissions) VarsGranted() bool { return p != nil && p.Vars != nil }
+
+// KVGranted reports whether the key-value store is granted.
+func (p *Permissions) KVGranted() bool { return p != nil && p.KV != nil }
+
+// GetScope is scope or its default, Node.
+func (k *KVPermission) GetScope() KVScope {
+	if k == nil || k.Scope == "" {
+		return DefaultKVScope
+	}
+	return k.Scope
+}
+
+// GetMaxBytes is maxBytes or its default.
+func (k *KVPermission) GetMaxBytes() int64 {
+	if k == nil {
+		return DefaultKVMaxBytes
+	}
+	return quantity(k.MaxBytes, DefaultKVMaxBytes)
+}
+
+// GetMaxKeys is maxKeys or its default.
+func (k *KVPermission) GetMaxKeys() int32 {
+	if k == nil {
+		return DefaultKVMaxKeys
+	}
+	return int32Or(k.MaxKeys, DefaultKVMaxKeys)
+}
+
+// GetDefaultTTL is defaultTTL or its default; 0 means no expiry.
+func (k *KVPermission) GetDefaultTTL() time.Duration {
+	if k == nil {
+		return DefaultKVDefaultTTL
+	}
+	return duration(k.DefaultTTL, DefaultKVDefaultTTL)
+}
 
 // GetLogLevel is permissions.log.level or its default.
 func (p *Permissions) GetLogLevel() LogLevel {

@@ -94,6 +94,14 @@ placement: {nodeSelector: {wasm: "true"}}
 suspend: true`, ""},
 		{"refresh never", `{source: {http: {url: "https://example.com/p.wasm"}}, refreshInterval: "0"}`, ""},
 		{"refresh never 0s", `{source: {http: {url: "https://example.com/p.wasm"}}, refreshInterval: 0s}`, ""},
+		{"kv defaults", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {}}}`, ""},
+		{"kv everything", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {scope: Cluster, maxBytes: 8Mi, maxKeys: 5000, defaultTTL: 10m}}}`, ""},
+		{"kv no expiry", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {defaultTTL: "0"}}}`, ""},
+		{"schedules", `{source: {configMap: {name: a, key: b}}, schedules: [
+  {name: warm, schedule: "*/5 * * * *", function: warm, timeZone: Europe/Paris, input: "x", scope: Node, concurrencyPolicy: Allow, startingDeadline: 1m},
+  {name: hourly, schedule: "@hourly", function: f, suspend: true},
+  {name: often, schedule: "@every 30s", function: f},
+  {name: weekdays, schedule: "0 9 * * MON-FRI", function: f}]}`, ""},
 		{"memory as a plain number", `{source: {configMap: {name: a, key: b}}, limits: {maxMemory: 1048576}}`, ""},
 
 		// Refused.
@@ -136,6 +144,22 @@ suspend: true`, ""},
 		{"negative input cap", `{source: {configMap: {name: a, key: b}}, limits: {maxInputBytes: "-1"}}`, "maxInputBytes must be between 1 and 256Mi"},
 		{"response cap too large", `{source: {configMap: {name: a, key: b}}, permissions: {http: {allowedHosts: [a.com], maxResponseBytes: 2Gi}}}`, "maxResponseBytes must be between 1 and 1Gi"},
 		{"vars cap zero", `{source: {configMap: {name: a, key: b}}, permissions: {vars: {maxBytes: 0}}}`, "maxBytes must be between 1 and 64Mi"},
+		{"kv unknown scope", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {scope: Pod}}}`, `spec.permissions.kv.scope: Unsupported value: "Pod"`},
+		{"kv too large", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {maxBytes: 1Gi}}}`, "maxBytes must be between 1 and 64Mi"},
+		{"kv no keys", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {maxKeys: 0}}}`, "spec.permissions.kv.maxKeys: Invalid value: 0"},
+		{"kv too many keys", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {maxKeys: 1000000}}}`, "spec.permissions.kv.maxKeys: Invalid value: 1000000"},
+		{"kv ttl too short", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {defaultTTL: 10ms}}}`, "defaultTTL must be 0 (no expiry) or a duration between 1s and 8760h"},
+		{"kv ttl not a duration", `{source: {configMap: {name: a, key: b}}, permissions: {kv: {defaultTTL: forever}}}`, "defaultTTL must be 0 (no expiry) or a duration between 1s and 8760h"},
+		{"schedule not cron", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "every five minutes", function: f}]}`, "schedule must be a cron expression of five fields"},
+		{"schedule six fields", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "0 */5 * * * *", function: f}]}`, "schedule must be a cron expression of five fields"},
+		{"schedule every too often", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "@every 500ms", function: f}]}`, "@every needs a duration of at least 1s"},
+		{"schedule names not unique", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "@hourly", function: f}, {name: a, schedule: "@daily", function: g}]}`, `spec.schedules[1]: Duplicate value`},
+		{"too many schedules", `{source: {configMap: {name: a, key: b}}, schedules: [` + schedules(17) + `]}`, "spec.schedules: Too many: 17: must have at most 16 items"},
+		{"schedule bad name", `{source: {configMap: {name: a, key: b}}, schedules: [{name: Warm_Up, schedule: "@hourly", function: f}]}`, "schedule names must be DNS labels"},
+		{"schedule bad time zone", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "@hourly", function: f, timeZone: "UTC+2 hours"}]}`, "timeZone must be an IANA time zone name"},
+		{"schedule bad scope", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "@hourly", function: f, scope: Pod}]}`, `spec.schedules[0].scope: Unsupported value: "Pod"`},
+		{"schedule deadline zero", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "@hourly", function: f, startingDeadline: 0s}]}`, "startingDeadline must be a duration between 1s and 24h"},
+		{"schedule no function", `{source: {configMap: {name: a, key: b}}, schedules: [{name: a, schedule: "@hourly"}]}`, "spec.schedules[0].function: Required value"},
 		{"unknown log level", `{source: {configMap: {name: a, key: b}}, permissions: {log: {level: verbose}}}`, `spec.permissions.log.level: Unsupported value: "verbose"`},
 		{"empty config key", `{source: {configMap: {name: a, key: b}}, config: {"": x}}`, "config keys must be 1 to 253 characters long"},
 	}
@@ -154,6 +178,14 @@ suspend: true`, ""},
 			}
 		})
 	}
+}
+
+func schedules(n int) string {
+	s := make([]string, n)
+	for i := range s {
+		s[i] = fmt.Sprintf(`{name: s%d, schedule: "@hourly", function: f}`, i)
+	}
+	return strings.Join(s, ", ")
 }
 
 func hosts(n int) string {
@@ -183,6 +215,7 @@ func TestDefaultsRoundTrip(t *testing.T) {
 
 	minimal := create("minimal", `source: {configMap: {name: a, key: b}}`)
 	s := minimal.Spec
+	var noKV *wasmv1.KVPermission // permissions.kv absent: the getters give the defaults it would have
 	for _, c := range []struct {
 		name      string
 		got, want any
@@ -201,6 +234,11 @@ func TestDefaultsRoundTrip(t *testing.T) {
 		{"log level", s.Permissions.GetLogLevel(), wasmv1.LogLevelInfo},
 		{"http granted", s.Permissions.HTTPGranted(), false},
 		{"vars granted", s.Permissions.VarsGranted(), false},
+		{"kv granted", s.Permissions.KVGranted(), false},
+		{"kv scope", noKV.GetScope(), wasmv1.KVScopeNode},
+		{"kv maxBytes", noKV.GetMaxBytes(), int64(1 << 20)},
+		{"kv maxKeys", noKV.GetMaxKeys(), int32(1024)},
+		{"kv defaultTTL", noKV.GetDefaultTTL(), time.Duration(0)},
 		{"nodeSelector", len(s.Placement.GetNodeSelector()), 0},
 	} {
 		if c.got != c.want {
@@ -215,9 +253,13 @@ permissions:
   http: {allowedHosts: [api.example.com]}
   vars: {maxBytes: 2Mi}
   log: {level: error}
+  kv: {scope: Cluster, maxBytes: 3Mi, maxKeys: 7, defaultTTL: 90s}
 limits: {maxMemory: 128Mi, callTimeout: 250ms, maxInputBytes: 1Ki, maxOutputBytes: 2Ki}
 pool: {maxIdle: 1, maxConcurrency: 2, acquireTimeout: 0s, idleTTL: 2s, prewarm: 1, maxUses: 7}
-placement: {nodeSelector: {zone: a}}`)
+placement: {nodeSelector: {zone: a}}
+schedules:
+- {name: plain, schedule: "@hourly", function: f}
+- {name: set, schedule: "@daily", function: f, scope: Node, concurrencyPolicy: Allow, startingDeadline: 2m}`)
 	f := full.Spec
 	for _, c := range []struct {
 		name      string
@@ -228,6 +270,10 @@ placement: {nodeSelector: {zone: a}}`)
 		{"http timeout default", f.Permissions.HTTP.GetTimeout(), 30 * time.Second},
 		{"vars maxBytes", f.Permissions.Vars.GetMaxBytes(), int64(2 << 20)},
 		{"log level", f.Permissions.GetLogLevel(), wasmv1.LogLevelError},
+		{"kv scope", f.Permissions.KV.GetScope(), wasmv1.KVScopeCluster},
+		{"kv maxBytes", f.Permissions.KV.GetMaxBytes(), int64(3 << 20)},
+		{"kv maxKeys", f.Permissions.KV.GetMaxKeys(), int32(7)},
+		{"kv defaultTTL", f.Permissions.KV.GetDefaultTTL(), 90 * time.Second},
 		{"maxMemory", f.Limits.GetMaxMemory(), int64(128 << 20)},
 		{"callTimeout", f.Limits.GetCallTimeout(), 250 * time.Millisecond},
 		{"maxInputBytes", f.Limits.GetMaxInputBytes(), int64(1024)},
@@ -239,6 +285,12 @@ placement: {nodeSelector: {zone: a}}`)
 		{"prewarm", f.Pool.GetPrewarm(), int32(1)},
 		{"maxUses", f.Pool.GetMaxUses(), int32(7)},
 		{"nodeSelector", f.Placement.GetNodeSelector()["zone"], "a"},
+		{"schedule scope default", f.Schedules[0].GetScope(), wasmv1.ScheduleScopeCluster},
+		{"schedule concurrency default", f.Schedules[0].GetConcurrencyPolicy(), wasmv1.ConcurrencyForbid},
+		{"schedule deadline default", f.Schedules[0].GetStartingDeadline(), time.Duration(0)},
+		{"schedule scope", f.Schedules[1].GetScope(), wasmv1.ScheduleScopeNode},
+		{"schedule concurrency", f.Schedules[1].GetConcurrencyPolicy(), wasmv1.ConcurrencyAllow},
+		{"schedule deadline", f.Schedules[1].GetStartingDeadline(), 2 * time.Minute},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)

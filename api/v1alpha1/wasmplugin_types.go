@@ -60,6 +60,13 @@ type WasmPluginSpec struct {
 	// Default false.
 	// +optional
 	Suspend bool `json:"suspend,omitempty"`
+
+	// schedules run functions of the plugin on cron schedules. At most 16, names unique. Default none.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Schedules []Schedule `json:"schedules,omitempty"`
 }
 
 // Source says where the module comes from. Exactly one field is set.
@@ -157,6 +164,54 @@ type Permissions struct {
 	// log sets the level of the plugin's log lines that reach the host's log. Logging is always allowed.
 	// +optional
 	Log *LogPermission `json:"log,omitempty"`
+
+	// kv grants a key-value store shared by all the plugin's instances: the user host functions kv_get,
+	// kv_set, kv_delete and kv_list of extism:host/user. Default: not granted.
+	// +optional
+	KV *KVPermission `json:"kv,omitempty"`
+}
+
+// KVScope is where a plugin's key-value store lives.
+// +kubebuilder:validation:Enum=Node;Cluster
+type KVScope string
+
+// Key-value scopes.
+const (
+	// KVScopeNode keeps one store per plugin per node, in the node host's memory: the instances on one node
+	// share it, other nodes do not see it, and it is lost when the host restarts.
+	KVScopeNode KVScope = "Node"
+	// KVScopeCluster keeps one store per plugin in the Redis configured for the operator, shared by every
+	// node host.
+	KVScopeCluster KVScope = "Cluster"
+)
+
+// KVPermission grants a key-value store to a plugin.
+type KVPermission struct {
+	// scope is Node (one store per node, in the host's memory) or Cluster (one store in the operator's
+	// Redis). Default Node.
+	// +optional
+	Scope KVScope `json:"scope,omitempty"`
+
+	// maxBytes caps the store's size: the keys plus the values of every entry. A Node store that is full
+	// evicts its least recently used entries; a Cluster store refuses the write. A single entry larger
+	// than maxBytes fails the plugin's call. Default 1Mi; 1 to 64Mi.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0')) && quantity(string(self)).compareTo(quantity('64Mi')) <= 0",message="maxBytes must be between 1 and 64Mi"
+	MaxBytes *resource.Quantity `json:"maxBytes,omitempty"`
+
+	// maxKeys caps the number of entries, and so what kv_list returns. Default 1024; 1 to 100000.
+	// +optional
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100000
+	MaxKeys *int32 `json:"maxKeys,omitempty"`
+
+	// defaultTTL is how long an entry set without a time to live lasts. Default 0 (until deleted or
+	// evicted); otherwise 1s to 8760h. Expiry is precise to the millisecond.
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$|^0$') && (self == '0' || duration(self) == duration('0s') || (duration(self) >= duration('1s') && duration(self) <= duration('8760h')))",message="defaultTTL must be 0 (no expiry) or a duration between 1s and 8760h, such as 10m"
+	DefaultTTL *metav1.Duration `json:"defaultTTL,omitempty"`
 }
 
 // HTTPPermission grants outbound HTTP requests to some hosts.
@@ -332,6 +387,13 @@ type WasmPluginStatus struct {
 	// targetNodes counts the live hosts whose node matches placement.
 	// +optional
 	TargetNodes int32 `json:"targetNodes,omitempty"`
+
+	// schedules has one entry per schedule that ran.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Schedules []ScheduleStatus `json:"schedules,omitempty"`
 
 	// nodeSummary is readyNodes/targetNodes as text, for kubectl's Nodes column.
 	// +optional

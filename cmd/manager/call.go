@@ -14,6 +14,8 @@ import (
 
 	"github.com/go-logr/logr/funcr"
 
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/kv"
 	"github.com/wasm-operator/wasm-operator/runtime"
 )
 
@@ -89,7 +91,9 @@ Runs FUNCTION of the Extism plugin MODULE (a .wasm file) once, as a cluster host
 exits with the plugin's return code: its output goes to stdout, its error text to stderr.
 Exit code 1 also means the host failed (the module cannot be read or loaded), 2 a usage error.
 
-The plugin gets vars and logging; HTTP only to the hosts given with --allow-host.
+The plugin gets vars and logging; HTTP only to the hosts given with --allow-host; the key-value
+store (permissions.kv) with --kv or --kv-file, in memory for the run, loaded from and saved to the
+file when one is given.
 
 flags:
 `
@@ -102,7 +106,8 @@ func runCall(args []string) int {
 	}
 	var (
 		input, inputFile, logLevel, cacheDir string
-		stdin, allowPrivate                  bool
+		kvFile                               string
+		stdin, allowPrivate, kvOn            bool
 		configs, hosts                       stringList
 		memoryMax                            byteSize
 		timeout                              timeoutFlag
@@ -118,6 +123,8 @@ func runCall(args []string) int {
 	fs.Var(&memoryMax, "memory-max", "the plugin's memory limit, such as 64Mi (default: no limit)")
 	fs.Var(&timeout, "timeout", "the call's time limit, such as 5s, or milliseconds (default: no limit)")
 	fs.StringVar(&logLevel, "log-level", "off", "the least severe plugin log level written to stderr: trace, debug, info, warn, error or off")
+	fs.BoolVar(&kvOn, "kv", false, "grant the key-value store (kv_get, kv_set, kv_delete, kv_list), in memory for this run")
+	fs.StringVar(&kvFile, "kv-file", "", "grant the key-value store, loaded from this JSON file (when it exists) and saved back to it after the call")
 	fs.StringVar(&cacheDir, "cache-dir", "", "keep compiled code under this folder, as the cluster's shared cache does")
 	// Flags may come before, between or after MODULE and FUNCTION, as with extism call.
 	var positional []string
@@ -199,6 +206,19 @@ func runCall(args []string) int {
 	}
 	defer engine.Close(context.Background())
 
+	var store *kv.Memory
+	var kvPerm *runtime.KV
+	if kvOn || kvFile != "" {
+		store = kv.NewMemory(kv.Limits{MaxBytes: wasmv1.DefaultKVMaxBytes, MaxKeys: wasmv1.DefaultKVMaxKeys})
+		if kvFile != "" {
+			if err := loadKVFile(store, kvFile); err != nil {
+				fmt.Fprintf(os.Stderr, "manager call: --kv-file: %v\n", err)
+				return 1
+			}
+		}
+		kvPerm = &runtime.KV{Store: store, MaxBytes: wasmv1.DefaultKVMaxBytes, MaxKeys: wasmv1.DefaultKVMaxKeys}
+	}
+
 	logger := funcr.New(func(prefix, args string) {
 		fmt.Fprintln(os.Stderr, args)
 	}, funcr.Options{Verbosity: 2})
@@ -209,6 +229,7 @@ func runCall(args []string) int {
 			HTTP: &runtime.HTTP{AllowedHosts: hosts, AllowPrivateNetworks: allowPrivate},
 			Vars: &runtime.Vars{},
 			Log:  &runtime.Log{Level: level},
+			KV:   kvPerm,
 		},
 		Limits: runtime.Limits{MaxMemoryBytes: int64(memoryMax), CallTimeout: time.Duration(timeout)},
 		Logger: logger,
@@ -226,6 +247,14 @@ func runCall(args []string) int {
 	defer inst.Close(context.Background())
 
 	out, rc, err := inst.Call(ctx, function, data)
+	if kvFile != "" {
+		if serr := saveKVFile(store, kvFile); serr != nil {
+			fmt.Fprintf(os.Stderr, "manager call: --kv-file: save: %v\n", serr)
+			if err == nil {
+				err, rc = serr, 1
+			}
+		}
+	}
 	os.Stdout.Write(out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

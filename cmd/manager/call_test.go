@@ -136,3 +136,51 @@ func TestCall(t *testing.T) {
 		})
 	}
 }
+
+// TestCallKV: --kv grants an in-memory store for the run; --kv-file keeps it between runs in a file a
+// person can read and edit.
+func TestCallKV(t *testing.T) {
+	wasm := testplugins.Build(t, "shared-counter")
+	file := filepath.Join(t.TempDir(), "kv.json")
+	for _, c := range []struct {
+		name       string
+		args       []string
+		out, inErr string
+		code       int
+	}{
+		{"not granted", []string{"call", wasm, "increment"}, "", "import extism:host/user.kv_get needs permissions.kv", 1},
+		{"in memory", []string{"call", "--kv", wasm, "increment"}, "1", "", 0},
+		{"in memory again starts afresh", []string{"call", "--kv", wasm, "increment"}, "1", "", 0},
+		{"file, first run", []string{"call", "--kv-file", file, wasm, "increment"}, "1", "", 0},
+		{"file, second run", []string{"call", wasm, "increment", "--kv-file", file}, "2", "", 0},
+		{"file, binary value", []string{"call", "--kv-file", file, "--input", "\xff\xfe", wasm, "remember"}, "", "", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, errOut, code := runManager(t, "", c.args...)
+			if out != c.out || code != c.code || !strings.Contains(errOut, c.inErr) {
+				t.Fatalf("manager %s = %q, exit %d, stderr %q; want %q, exit %d, stderr with %q",
+					strings.Join(c.args, " "), out, code, errOut, c.out, c.code, c.inErr)
+			}
+		})
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"counter/count": {`, `"value": "2"`, `"note": {`, `"base64": "//4="`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("kv file lacks %s:\n%s", want, b)
+		}
+	}
+
+	// An edited file is read back; a broken one is refused with what is wrong.
+	os.WriteFile(file, []byte(`{"counter/count": {"value": "41"}}`), 0o644)
+	if out, errOut, code := runManager(t, "", "call", "--kv-file", file, wasm, "increment"); out != "42" || code != 0 {
+		t.Fatalf("after editing the file: %q, exit %d, %s", out, code, errOut)
+	}
+	os.WriteFile(file, []byte(`{"k": {"value": "a", "base64": "YQ=="}}`), 0o644)
+	if _, errOut, code := runManager(t, "", "call", "--kv-file", file, wasm, "get"); code != 1 ||
+		!strings.Contains(errOut, `key "k": give exactly one of "value" and "base64"`) {
+		t.Fatalf("broken file: exit %d, %s", code, errOut)
+	}
+}

@@ -40,6 +40,7 @@ type hostOptions struct {
 	leaseDuration, statusInterval     time.Duration
 	compile                           compileFlags
 	stateDir                          string
+	redis                             redisFlags
 }
 
 func runHost(args []string) int {
@@ -59,6 +60,7 @@ func runHost(args []string) int {
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/wasm-operator/host", "node-local folder where the host records the plugin version it is loading, so that after a crash it refuses that version; empty disables it")
 	o.compile.register(fs)
+	o.redis.register(fs)
 	log, ok := parseWithLogging(fs, args)
 	if !ok {
 		return 2
@@ -113,7 +115,14 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("register host metrics: %w", err)
 	}
-	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins")}
+	redis, err := o.redis.open()
+	if err != nil {
+		return err
+	}
+	if redis != nil {
+		defer redis.Close()
+	}
+	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins"), KVRedis: redis}
 	if o.stateDir != "" {
 		if plugins.Guard, err = crashguard.Open(o.stateDir); err != nil {
 			return fmt.Errorf("%w (set --state-dir to a writable node-local folder)", err)
@@ -146,7 +155,7 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return err
 	}
-	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth)
+	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth, "kvRedis", o.redis.address)
 	// The call API and the manager live and die together: a host that cannot serve calls must not keep
 	// its Lease and report Ready entries.
 	ctx, cancel := context.WithCancel(ctx)

@@ -18,6 +18,7 @@ import (
 	"github.com/wasm-operator/wasm-operator/controllers"
 	"github.com/wasm-operator/wasm-operator/internal/crashguard"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/kv"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/pool"
 	"github.com/wasm-operator/wasm-operator/runtime"
@@ -59,7 +60,11 @@ type Plugins struct {
 	Log     logr.Logger
 	// Guard, when set, refuses a version whose load crashed the host before.
 	Guard *crashguard.Guard
+	// KVRedis holds the entries of plugins granted permissions.kv with scope Cluster; nil: such plugins
+	// fail to load. Scope Node needs nothing: its stores live in the host.
+	KVRedis *kv.Redis
 
+	kvNode  kv.Node
 	mu      sync.RWMutex
 	plugins map[types.NamespacedName]*plugin
 }
@@ -200,6 +205,9 @@ func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key 
 	}
 	defer mod.Close(ctx)
 	cfg := controllers.PluginConfig(obj, h.Log.WithName("plugin"))
+	if err := h.attachKV(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, obj, &cfg); err != nil {
+		return nil, err
+	}
 	rp, err := h.Engine.NewPlugin(ctx, mod, cfg)
 	if err != nil {
 		return nil, err
@@ -270,6 +278,7 @@ func (h *Plugins) Unload(key types.NamespacedName) bool {
 	if h.Guard != nil {
 		h.Guard.Forget(key.String())
 	}
+	h.kvNode.Remove(key.String())
 	if h.Metrics != nil {
 		h.Metrics.Forget(key.Namespace, key.Name)
 	}

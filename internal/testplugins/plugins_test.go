@@ -74,7 +74,7 @@ func TestNames(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"count-vowels", "counter", "greet", "http-fetch", "misbehave"}
+	want := []string{"count-vowels", "counter", "greet", "http-fetch", "misbehave", "shared-counter"}
 	for _, w := range want {
 		if !slices.Contains(names, w) {
 			t.Errorf("Names() = %v, missing %q", names, w)
@@ -330,6 +330,7 @@ func TestImports(t *testing.T) {
 		{"greet", []string{"config_get", "output_set"}, []string{"var_get", "var_set", "http_request", "log_info", "get_log_level"}},
 		{"count-vowels", []string{"input_load_u64", "output_set"}, []string{"config_get", "var_get", "http_request", "log_info"}},
 		{"counter", []string{"var_get", "var_set"}, []string{"config_get", "http_request", "log_info"}},
+		{"shared-counter", []string{"alloc", "free", "output_set"}, []string{"var_get", "var_set", "http_request", "log_info"}},
 		{"http-fetch", []string{"http_request", "http_status_code", "http_headers", "get_log_level", "log_debug"}, []string{"config_get", "var_get"}},
 		{"misbehave", []string{"load_u64", "store_u64"}, []string{"config_get", "var_get", "http_request"}},
 	}

@@ -364,6 +364,28 @@ func TestTemplateValues(t *testing.T) {
 				t.Errorf("host binding subjects %s, want hst", got)
 			}
 		}},
+		{"kv redis", []string{"--set", "kv.redis.address=redis.data:6379,kv.redis.passwordSecret.name=redis-auth,kv.redis.tls.enabled=true,kv.redis.tls.caSecret=redis-ca,kv.redis.username=wasm"}, func(t *testing.T, objs []*unstructured.Unstructured) {
+			ds := find(t, objs, "DaemonSet", "-host")
+			for _, a := range []string{"--kv-redis-address=redis.data:6379", "--kv-redis-db=0", "--kv-redis-key-prefix=wasm-operator:kv",
+				"--kv-redis-username=wasm", "--kv-redis-tls=true", "--kv-redis-ca-file=/etc/wasm-operator/redis-ca/ca.crt"} {
+				if !slices.Contains(args(t, ds), a) {
+					t.Errorf("host args %v lack %s", args(t, ds), a)
+				}
+			}
+			c := container(t, ds)
+			if env := fmt.Sprint(c["env"]); !strings.Contains(env, "name:WASM_OPERATOR_KV_REDIS_PASSWORD valueFrom:map[secretKeyRef:map[key:password name:redis-auth]]") {
+				t.Errorf("host env %s: want the password from the Secret", env)
+			}
+			if got := str(ds, "spec", "template", "spec", "volumes"); !strings.Contains(got, "secretName:redis-ca") {
+				t.Errorf("host volumes %s: want the CA Secret", got)
+			}
+		}},
+		{"no kv redis by default", nil, func(t *testing.T, objs []*unstructured.Unstructured) {
+			ds := find(t, objs, "DaemonSet", "-host")
+			if a := strings.Join(args(t, ds), " "); strings.Contains(a, "--kv-redis") || strings.Contains(fmt.Sprint(container(t, ds)["env"]), "REDIS") {
+				t.Errorf("host args %s or env mention Redis with kv.redis.address empty", a)
+			}
+		}},
 		{"image tag defaults to appVersion", nil, func(t *testing.T, objs []*unstructured.Unstructured) {
 			if img := container(t, find(t, objs, "Deployment", "-controller"))["image"]; !strings.HasPrefix(fmt.Sprint(img), "ghcr.io/wasm-operator/wasm-operator:") || strings.HasSuffix(fmt.Sprint(img), ":") {
 				t.Errorf("image = %v", img)
@@ -518,6 +540,10 @@ func TestBadValues(t *testing.T) {
 		{"serviceMonitor.interval=often", "at '/serviceMonitor/interval'"},
 		{"rbac.callerRole.create=on", "at '/rbac/callerRole/create': got string, want boolean"},
 		{"controller.podDisruptionBudget.minAvailable=half", "at '/controller/podDisruptionBudget/minAvailable'"},
+		{"kv.redis.address=redis", "at '/kv/redis/address'"},
+		{"kv.redis.db=16", "at '/kv/redis/db': maximum: got 16, want 15"},
+		{"kv.redis.passwordSecret.name=Bad_Name", "at '/kv/redis/passwordSecret/name'"},
+		{"kv.redis.tls.enabled=yes", "at '/kv/redis/tls/enabled': got string, want boolean"},
 		{"controller.replicas=2,controller.leaderElection=false", "controller.replicas > 1 needs controller.leaderElection: true"},
 		{"controller.podDisruptionBudget.minAvailable=1", "set either minAvailable or maxUnavailable, not both"},
 	} {

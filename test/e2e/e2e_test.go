@@ -57,15 +57,7 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		s.Stop()
-		if t.Failed() {
-			for _, n := range []string{"controller", "host-node-a", "host-node-b"} {
-				b, _ := os.ReadFile(s.LogPath(n))
-				t.Logf("---- %s log (last 4 KiB) ----\n%s", n, tail(b, 4096))
-			}
-		}
-	})
+	stopAndLogOnFailure(t, s)
 	if setup != nil {
 		setup(t, s)
 	}
@@ -280,6 +272,20 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 		waitPlugin(t, s, "greet", "target set without node-b", func(p *wasmv1.WasmPlugin) bool {
 			return isReady(p) && p.Status.TargetNodes == 1
 		})
+	})
+}
+
+// stopAndLogOnFailure stops the stack when the test ends, after logging the ends of the controller's and
+// the two hosts' logs if it failed.
+func stopAndLogOnFailure(t *testing.T, s *devstack.Stack) {
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			for _, n := range []string{"controller", "host-node-a", "host-node-b"} {
+				b, _ := os.ReadFile(s.LogPath(n))
+				t.Logf("---- %s log (last 4 KiB) ----\n%s", n, tail(b, 4096))
+			}
+		}
 	})
 }
 

@@ -1,0 +1,198 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wasm-operator/wasm-operator/internal/kv"
+	"github.com/wasm-operator/wasm-operator/internal/kv/redistest"
+	"github.com/wasm-operator/wasm-operator/internal/testplugins"
+)
+
+func kvPlugin(t *testing.T, e *Engine, store KVStore, maxBytes int64) *Plugin {
+	t.Helper()
+	return loadFile(t, e, testplugins.Build(t, "shared-counter"), PluginConfig{
+		Name:        "ns/shared-counter",
+		Permissions: Permissions{KV: &KV{Store: store, MaxBytes: maxBytes, MaxKeys: 100}},
+		Limits:      Limits{MaxMemoryBytes: 64 << 20, CallTimeout: 10 * time.Second},
+	})
+}
+
+func mustCall(t *testing.T, i *Instance, fn, input, want string) {
+	t.Helper()
+	out, rc, err := i.Call(context.Background(), fn, []byte(input))
+	if err != nil || rc != 0 || string(out) != want {
+		t.Fatalf("%s(%q) = %q, rc %d, %v; want %q", fn, input, out, rc, err, want)
+	}
+}
+
+// TestKVSharedByInstances: Node scope, one store for all instances of a plugin; a value set through one
+// call is read by another call on another instance.
+func TestKVSharedByInstances(t *testing.T) {
+	e := newTestEngine(t)
+	p := kvPlugin(t, e, kv.NewMemory(kv.Limits{MaxBytes: 1 << 20, MaxKeys: 100}), 1<<20)
+	a, b := newInstance(t, p), newInstance(t, p)
+	mustCall(t, a, "increment", "", "1")
+	mustCall(t, b, "increment", "", "2")
+	mustCall(t, a, "get", "", "2")
+	mustCall(t, b, "increment", "hits", "1")
+	mustCall(t, a, "counters", "", `["count","hits"]`)
+	mustCall(t, a, "reset", "", "0")
+	mustCall(t, b, "get", "", "0")
+}
+
+// TestKVClusterThroughRedis: Cluster scope, two engines (as two hosts) on one Redis see the same entries,
+// and another plugin's entries stay apart.
+func TestKVClusterThroughRedis(t *testing.T) {
+	addr := redistest.Start(t)
+	limits := kv.Limits{MaxBytes: 1 << 20, MaxKeys: 100}
+	hostStore := func(plugin string) KVStore {
+		r, err := kv.NewRedis(kv.RedisOptions{Address: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		return r.Store(plugin, limits)
+	}
+	// Hosts share the compiled-code cache, as they do in a cluster.
+	cache := t.TempDir()
+	engine := func() *Engine {
+		e, err := NewEngine(context.Background(), EngineConfig{CacheDir: cache})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close(context.Background()) })
+		return e
+	}
+	one := newInstance(t, kvPlugin(t, engine(), hostStore("ns/shared-counter"), 1<<20))
+	two := newInstance(t, kvPlugin(t, engine(), hostStore("ns/shared-counter"), 1<<20))
+	other := newInstance(t, kvPlugin(t, engine(), hostStore("ns/other"), 1<<20))
+	mustCall(t, one, "increment", "", "1")
+	mustCall(t, two, "increment", "", "2")
+	mustCall(t, one, "get", "", "2")
+	mustCall(t, two, "remember", "hello from host one", "")
+	mustCall(t, one, "recall", "", "hello from host one")
+	mustCall(t, other, "get", "", "0")
+}
+
+// TestKVValueOverMaxBytes: a value over maxBytes fails the guest's call with the limit named; the host,
+// the store and other instances are unharmed.
+func TestKVValueOverMaxBytes(t *testing.T) {
+	e := newTestEngine(t)
+	store := kv.NewMemory(kv.Limits{MaxBytes: 64, MaxKeys: 100})
+	p := kvPlugin(t, e, store, 64)
+	a := newInstance(t, p)
+	mustCall(t, a, "remember", "small", "")
+	_, rc, err := a.Call(context.Background(), "remember", []byte(strings.Repeat("x", 100)))
+	if rc == 0 || err == nil || !strings.Contains(err.Error(), "extism:host/user.kv_set: key and value take 104 bytes, more than the limit of 64 (permissions.kv.maxBytes)") {
+		t.Fatalf("remember(100 bytes) = rc %d, %v; want the call failed naming permissions.kv.maxBytes", rc, err)
+	}
+	if a.Err() == nil {
+		t.Error("the failed instance is still offered for reuse")
+	}
+	b := newInstance(t, p)
+	mustCall(t, b, "recall", "", "small")
+
+	// The store's own check (a store smaller than the runtime's bound) fails the call the same way.
+	p2 := kvPlugin(t, e, kv.NewMemory(kv.Limits{MaxBytes: 10, MaxKeys: 100}), 0)
+	c := newInstance(t, p2)
+	_, _, err = c.Call(context.Background(), "remember", []byte("0123456789"))
+	if !errors.Is(err, kv.ErrTooLarge) || !strings.Contains(err.Error(), "permissions.kv.maxBytes") {
+		t.Fatalf("store refusal = %v; want kv.ErrTooLarge naming permissions.kv.maxBytes", err)
+	}
+}
+
+// TestKVRedisDown: with Redis gone, kv calls fail with a clear error and calls that do not use kv are
+// served.
+func TestKVRedisDown(t *testing.T) {
+	srv := redistest.StartServer(t, redistest.Options{})
+	r, _ := kv.NewRedis(kv.RedisOptions{Address: srv.Addr})
+	defer r.Close()
+	p := kvPlugin(t, newTestEngine(t), r.Store("ns/down", kv.Limits{MaxBytes: 1 << 10, MaxKeys: 10}), 0)
+	mustCall(t, newInstance(t, p), "increment", "", "1")
+	srv.Stop()
+	_, rc, err := newInstance(t, p).Call(context.Background(), "increment", nil)
+	if rc == 0 || !errors.Is(err, kv.ErrUnavailable) || !strings.Contains(err.Error(), "extism:host/user.kv_get: key-value store unavailable: redis at "+srv.Addr) {
+		t.Fatalf("increment with Redis down = rc %d, %v; want a call error naming the store", rc, err)
+	}
+	mustCall(t, newInstance(t, p), "ping", "", "pong")
+}
+
+func TestKVNeedsAStore(t *testing.T) {
+	e := newTestEngine(t)
+	wasm := testplugins.Build(t, "shared-counter")
+	_, err := e.Load(context.Background(), mustRead(t, wasm), PluginConfig{Name: "ns/p", Permissions: Permissions{KV: &KV{}}})
+	if err == nil || !strings.Contains(err.Error(), "permissions.kv is granted but no key-value store is configured") {
+		t.Fatalf("load without a store = %v", err)
+	}
+}
+
+// TestKVKeysAndTTL drives the host functions directly: bad keys are refused with a reason, a TTL in
+// milliseconds reaches the store and the default TTL applies without one.
+func TestKVKeysAndTTL(t *testing.T) {
+	store := &recordingStore{Memory: kv.NewMemory(kv.Limits{MaxBytes: 1 << 20, MaxKeys: 10})}
+	inst := fuzzInstance()
+	inst.plugin.perms.KV = &KV{Store: store, MaxBytes: 1 << 20, MaxKeys: 10, DefaultTTL: time.Minute}
+	ctx := &inst.cctx
+	put := func(s string) uint64 { return inst.k.put("test", []byte(s)) }
+	call := func(name string, args ...uint64) (stack []uint64, fault error) {
+		stack = make([]uint64, 3)
+		copy(stack, args)
+		defer func() {
+			if r := recover(); r != nil {
+				fault = r.(error)
+			}
+		}()
+		userFuncByName[name].fn(ctx, nil, stack)
+		return stack, nil
+	}
+	if _, err := call("kv_set", put("k"), put("v"), 1500); err != nil || store.ttl != 1500*time.Millisecond {
+		t.Fatalf("kv_set with 1500 ms: ttl %v, %v", store.ttl, err)
+	}
+	if _, err := call("kv_set", put("k"), put("v"), 0); err != nil || store.ttl != time.Minute {
+		t.Fatalf("kv_set without a TTL: ttl %v, %v; want the default", store.ttl, err)
+	}
+	for _, c := range []struct {
+		name string
+		args []uint64
+		want string
+	}{
+		{"kv_get", []uint64{0}, "kv_get: empty key"},
+		{"kv_get", []uint64{put(strings.Repeat("k", MaxKVKeyBytes+1))}, "kv_get: key of 1025 bytes, more than 1024"},
+		{"kv_set", []uint64{put("\xff"), put("v"), 0}, `kv_set: key "\xff" is not UTF-8`},
+		{"kv_set", []uint64{put("k"), put("v"), 1 << 63}, "kv_set: TTL of -9223372036854775808 ms is negative or longer than 100 years"},
+		{"kv_delete", []uint64{12345}, "is not the handle of an allocated block"},
+	} {
+		_, err := call(c.name, c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want %q", c.name, err, c.want)
+		}
+	}
+	st, err := call("kv_list", 0)
+	if err != nil || string(inst.k.bytes("test", st[0])) != `["k"]` {
+		t.Fatalf("kv_list = %v", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+type recordingStore struct {
+	*kv.Memory
+	ttl time.Duration
+}
+
+func (s *recordingStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	s.ttl = ttl
+	return s.Memory.Set(ctx, key, value, ttl)
+}
