@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -102,7 +103,9 @@ func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 2
 	}
 	if l.CompileMemory > 0 {
-		if err := limitData(uint64(l.CompileMemory)); err != nil {
+		if raceEnabled {
+			go watchHeap(uint64(l.CompileMemory), stderr)
+		} else if err := limitData(uint64(l.CompileMemory)); err != nil {
 			fmt.Fprintf(stderr, "limit memory: %v\n", err)
 			return 1
 		}
@@ -135,4 +138,18 @@ func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 func limitData(n uint64) error {
 	lim := syscall.Rlimit{Cur: n, Max: n}
 	return syscall.Setrlimit(syscall.RLIMIT_DATA, &lim)
+}
+
+// watchHeap ends the process as the Go runtime does when it runs out of memory once the memory it
+// has mapped passes limit. Only race builds use it, where RLIMIT_DATA would count the race detector's
+// shadow memory.
+func watchHeap(limit uint64, stderr io.Writer) {
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
+	for range time.Tick(5 * time.Millisecond) {
+		metrics.Read(sample)
+		if sample[0].Value.Uint64() > limit {
+			fmt.Fprintln(stderr, "fatal error: runtime: out of memory (compile memory limit)")
+			os.Exit(2)
+		}
+	}
 }
