@@ -50,7 +50,7 @@ func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
 		return fmt.Errorf("%w: %s", ErrInvalidModule, strings.TrimPrefix(msg, ErrInvalidModule.Error()+": "))
 	case errors.As(err, &exit) && exit.ExitCode() == exitTooComplex:
 		return fmt.Errorf("%w: %s", ErrModuleTooComplex, strings.TrimPrefix(msg, ErrModuleTooComplex.Error()+": "))
-	case errors.As(err, &exit) && (strings.Contains(msg, "out of memory") || exitSignal(exit) == syscall.SIGKILL):
+	case errors.As(err, &exit) && (outOfMemory(msg) || exitSignal(exit) == syscall.SIGKILL):
 		return fmt.Errorf("%w: compiling it takes more than the %s the host allows a compile (--compile-memory)",
 			ErrModuleTooComplex, formatBytes(uint64(e.limits.CompileMemory)))
 	case errors.As(err, &exit):
@@ -58,6 +58,18 @@ func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
 		return fmt.Errorf("%w: the compiler failed on it: %s", ErrInvalidModule, firstLine(msg))
 	}
 	return fmt.Errorf("start the compile process: %w", err)
+}
+
+// outOfMemory reports the Go runtime's ways of saying it could not get memory: "fatal error: runtime:
+// out of memory" when the heap cannot grow, "cannot allocate memory" (ENOMEM) when a mapping fails,
+// "errno=12" when a thread's stack cannot be mapped.
+func outOfMemory(stderr string) bool {
+	for _, s := range []string{"out of memory", "cannot allocate memory", "errno=12"} {
+		if strings.Contains(stderr, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func exitSignal(exit *exec.ExitError) syscall.Signal {
