@@ -273,8 +273,8 @@ func (e *Engine) Compile(ctx context.Context, wasm []byte) (*Module, error) {
 }
 
 func (e *Engine) compile(ctx context.Context, wasm []byte) (wazero.CompiledModule, ModuleInfo, error) {
-	shape, err := scan(wasm)
-	if err == nil {
+	shape, scanErr := scan(wasm)
+	if scanErr == nil {
 		if err := e.limits.check(&shape); err != nil {
 			return nil, ModuleInfo{}, fmt.Errorf("compile module: %w", err)
 		}
@@ -319,6 +319,12 @@ func (e *Engine) compile(ctx context.Context, wasm []byte) (wazero.CompiledModul
 	case r := <-res:
 		if r.err != nil {
 			return nil, ModuleInfo{}, fmt.Errorf("compile module: %w: %v", ErrInvalidModule, r.err)
+		}
+		if scanErr != nil {
+			// What the budget charges is read from the sections: a module they cannot be read from
+			// is not run, even when the compiler takes it.
+			r.cm.Close(context.Background())
+			return nil, ModuleInfo{}, fmt.Errorf("compile module: %w: cannot read its sections: %v", ErrInvalidModule, scanErr)
 		}
 		info := inspect(r.cm)
 		info.MinMemoryBytes, info.TableBytes = shape.minMemoryBytes(), shape.tableBytes()

@@ -50,6 +50,7 @@ type Instance struct {
 	killReason atomic.Uint32 // an exit code of sys, 0 while not killed
 	timer      *time.Timer
 	deadline   time.Time
+	stopCtx    func() bool // stops the caller context's AfterFunc; nil while none is armed
 
 	callNum uint64 // this call's id when the caller gave none; 0 until first needed
 
@@ -191,9 +192,9 @@ func (i *Instance) invoke(ctx context.Context, d time.Duration, f api.Function, 
 		// Nothing ran: the instance stays usable.
 		return exitCodeOf(err), sys.NewExitError(exitCodeOf(err))
 	}
-	stop := i.guard(ctx, d)
+	i.guard(ctx, d)
 	err = f.CallWithStack(&i.cctx, stack)
-	stop()
+	i.disarm()
 
 	if code := i.killReason.Load(); code != 0 {
 		// Stopped: a host function blocked at the time (a sleep, an HTTP request) may have returned
@@ -231,8 +232,8 @@ type stopError struct{ *sys.ExitError }
 func (e stopError) Unwrap() error { return e.ExitError }
 
 // guard arms the stop of whatever guest code runs with &i.cctx as its context (a call, an
-// initialiser, the start section): after d, or when ctx is done. The returned function disarms it.
-func (i *Instance) guard(ctx context.Context, d time.Duration) (disarm func()) {
+// initialiser, the start section): after d, or when ctx is done. disarm undoes it.
+func (i *Instance) guard(ctx context.Context, d time.Duration) {
 	i.cctx.parent = ctx
 	if d > 0 {
 		i.deadline = time.Now().Add(d)
@@ -242,20 +243,21 @@ func (i *Instance) guard(ctx context.Context, d time.Duration) (disarm func()) {
 			i.timer.Reset(d)
 		}
 	}
-	var stop func() bool
 	if ctx.Done() != nil {
-		stop = context.AfterFunc(ctx, func() { i.kill(exitCodeOf(ctx.Err())) })
+		i.stopCtx = context.AfterFunc(ctx, func() { i.kill(exitCodeOf(ctx.Err())) })
 	}
-	return func() {
-		if stop != nil {
-			stop()
-		}
-		if i.timer != nil {
-			i.timer.Stop()
-		}
-		i.cctx.parent = context.Background()
-		i.deadline = time.Time{}
+}
+
+func (i *Instance) disarm() {
+	if i.stopCtx != nil {
+		i.stopCtx()
+		i.stopCtx = nil
 	}
+	if i.timer != nil {
+		i.timer.Stop()
+	}
+	i.cctx.parent = context.Background()
+	i.deadline = time.Time{}
 }
 
 func exitCodeOf(err error) uint32 {

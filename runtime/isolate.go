@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -49,7 +50,7 @@ func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
 		return fmt.Errorf("%w: %s", ErrInvalidModule, strings.TrimPrefix(msg, ErrInvalidModule.Error()+": "))
 	case errors.As(err, &exit) && exit.ExitCode() == exitTooComplex:
 		return fmt.Errorf("%w: %s", ErrModuleTooComplex, strings.TrimPrefix(msg, ErrModuleTooComplex.Error()+": "))
-	case errors.As(err, &exit) && (strings.Contains(msg, "out of memory") || exitSignal(exit) == syscall.SIGKILL):
+	case errors.As(err, &exit) && (outOfMemory(msg) || exitSignal(exit) == syscall.SIGKILL):
 		return fmt.Errorf("%w: compiling it takes more than the %s the host allows a compile (--compile-memory)",
 			ErrModuleTooComplex, formatBytes(uint64(e.limits.CompileMemory)))
 	case errors.As(err, &exit):
@@ -57,6 +58,18 @@ func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
 		return fmt.Errorf("%w: the compiler failed on it: %s", ErrInvalidModule, firstLine(msg))
 	}
 	return fmt.Errorf("start the compile process: %w", err)
+}
+
+// outOfMemory reports the Go runtime's ways of saying it could not get memory: "fatal error: runtime:
+// out of memory" when the heap cannot grow, "cannot allocate memory" (ENOMEM) when a mapping fails,
+// "errno=12" when a thread's stack cannot be mapped.
+func outOfMemory(stderr string) bool {
+	for _, s := range []string{"out of memory", "cannot allocate memory", "errno=12"} {
+		if strings.Contains(stderr, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func exitSignal(exit *exec.ExitError) syscall.Signal {
@@ -102,7 +115,9 @@ func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 2
 	}
 	if l.CompileMemory > 0 {
-		if err := limitData(uint64(l.CompileMemory)); err != nil {
+		if raceEnabled {
+			go watchHeap(uint64(l.CompileMemory), stderr)
+		} else if err := limitData(uint64(l.CompileMemory)); err != nil {
 			fmt.Fprintf(stderr, "limit memory: %v\n", err)
 			return 1
 		}
@@ -135,4 +150,18 @@ func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 func limitData(n uint64) error {
 	lim := syscall.Rlimit{Cur: n, Max: n}
 	return syscall.Setrlimit(syscall.RLIMIT_DATA, &lim)
+}
+
+// watchHeap ends the process as the Go runtime does when it runs out of memory once the memory it
+// has mapped passes limit. Only race builds use it, where RLIMIT_DATA would count the race detector's
+// shadow memory.
+func watchHeap(limit uint64, stderr io.Writer) {
+	sample := []metrics.Sample{{Name: "/memory/classes/total:bytes"}}
+	for range time.Tick(5 * time.Millisecond) {
+		metrics.Read(sample)
+		if sample[0].Value.Uint64() > limit {
+			fmt.Fprintln(stderr, "fatal error: runtime: out of memory (compile memory limit)")
+			os.Exit(2)
+		}
+	}
 }

@@ -169,10 +169,10 @@ func (p *Plugin) NewInstance(ctx context.Context) (*Instance, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("instantiate plugin %s: %w", p.name, err)
 	}
-	disarm := i.guard(ctx, d)
+	i.guard(ctx, d)
 	mod, err := p.e.rt.InstantiateModule(experimental.WithMemoryAllocator(&i.cctx, alloc), p.mod.c.cm,
 		p.modCfg.WithNanosleep(i.nanosleep))
-	disarm()
+	i.disarm()
 	if code := i.killReason.Load(); code != 0 {
 		if mod != nil {
 			mod.Close(context.Background())

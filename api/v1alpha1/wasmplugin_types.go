@@ -275,13 +275,16 @@ type LogPermission struct {
 
 // Limits bounds each call of a plugin.
 type Limits struct {
-	// maxMemory caps an instance's linear memory. A module whose minimum memory exceeds it is refused;
-	// growth beyond it fails inside the plugin. Default 64Mi; 64Ki to 4Gi.
+	// maxMemory caps everything an instance takes: its memories (exported or not), its tables at their
+	// maximum, kernel memory, vars, the call's input and output and HTTP response bodies. A module whose
+	// minimum memory and tables exceed it is refused; growth beyond it fails inside the plugin. Default
+	// 64Mi; 64Ki to 4Gi.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).compareTo(quantity('64Ki')) >= 0 && quantity(string(self)).compareTo(quantity('4Gi')) <= 0",message="maxMemory must be between 64Ki (one wasm page) and 4Gi"
 	MaxMemory *resource.Quantity `json:"maxMemory,omitempty"`
 
-	// callTimeout bounds one call; a call that runs longer is stopped and its instance discarded.
+	// callTimeout bounds one call, and making an instance (the module's start section and its runtime's
+	// initialisers); what runs longer is stopped and its instance discarded.
 	// Default 5s; 1ms to 10m.
 	// +optional
 	// +kubebuilder:validation:Type=string

@@ -52,12 +52,8 @@ func TestLifecycle(t *testing.T) { lifecycle(t, nil) }
 // manager process starts.
 func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	s, err := devstack.Start(ctx, devstack.Options{Dir: dir})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAndLogOnFailure(t, s)
+	s, _ := startStack(t, "controller", "host-node-a", "host-node-b")
+	var err error
 	if setup != nil {
 		setup(t, s)
 	}
@@ -275,18 +271,25 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	})
 }
 
-// stopAndLogOnFailure stops the stack when the test ends, after logging the ends of the controller's and
-// the two hosts' logs if it failed.
-func stopAndLogOnFailure(t *testing.T, s *devstack.Stack) {
+// startStack starts the test control plane in a temporary folder, which it returns, and stops it when
+// the test ends, logging the named processes' logs if the test failed.
+func startStack(t *testing.T, logs ...string) (*devstack.Stack, string) {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := devstack.Start(context.Background(), devstack.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
-			for _, n := range []string{"controller", "host-node-a", "host-node-b"} {
+			for _, n := range logs {
 				b, _ := os.ReadFile(s.LogPath(n))
 				t.Logf("---- %s log (last 4 KiB) ----\n%s", n, tail(b, 4096))
 			}
 		}
 	})
+	return s, dir
 }
 
 func tail(b []byte, n int) []byte {

@@ -20,11 +20,7 @@ import (
 func TestKV(t *testing.T) {
 	ctx := context.Background()
 	redisAddr := redistest.Start(t)
-	s, err := devstack.Start(ctx, devstack.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopAndLogOnFailure(t, s)
+	s, _ := startStack(t, "controller", "host-node-a", "host-node-b")
 	if _, err := s.StartController(); err != nil {
 		t.Fatal(err)
 	}
