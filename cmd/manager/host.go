@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -32,6 +33,7 @@ type hostOptions struct {
 	node, cacheDir, namespace, listen string
 	auth                              bool
 	leaseDuration, statusInterval     time.Duration
+	drainDelay                        time.Duration
 }
 
 func runHost(args []string) int {
@@ -44,6 +46,7 @@ func runHost(args []string) int {
 	fs.BoolVar(&o.auth, "auth", true, "authenticate callers (TokenReview) and authorize them (SubjectAccessReview for create on wasmplugins/call); false is allowed only on a loopback --listen address")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
+	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "at SIGTERM, keep serving calls this long with /readyz failing before stopping, so that the Service's endpoints move callers to another host first (the chart sets it)")
 	log, ok := parseWithLogging(fs, args)
 	if !ok {
 		return 2
@@ -76,6 +79,7 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	drain := &drainer{delay: o.drainDelay}
 	st, eng, err := openCache(ctx, o.cacheDir, store.Options{})
 	if err != nil {
 		return err
@@ -98,15 +102,15 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	srv, err := hostapi.New(hostapi.Options{
 		Addr: o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
 		Metrics: hm, Registerer: metrics.Registry, Gatherer: metrics.Registry,
-		Ready: r.Ready, Logger: log.WithName("api"),
+		Ready: drain.ready(r.Ready), Logger: log.WithName("api"),
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth)
+	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth, "drainDelay", o.drainDelay)
 	// The call API and the manager live and die together: a host that cannot serve calls must not keep
-	// its Lease and report Ready entries.
-	ctx, cancel := context.WithCancel(ctx)
+	// its Lease and report Ready entries. Both run on past the signal for the drain delay.
+	ctx, cancel := drain.after(ctx, func() { log.Info("stopping: draining calls, /readyz fails", "for", o.drainDelay) })
 	defer cancel()
 	errs := make(chan error, 2)
 	go func() { errs <- srv.Run(ctx) }()
@@ -127,4 +131,49 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	}
 	log.Info("host stopped", "node", o.node)
 	return nil
+}
+
+// drainer delays a host's stop after SIGTERM: for delay, /readyz fails, so that the kubelet takes the pod
+// out of the Service's endpoints and kube-proxy sends new connections to another host (a surge pod on the
+// same node), while the calls that still arrive are served. Without it, calls routed by rules that
+// kube-proxy has not yet updated meet a closed port.
+type drainer struct {
+	delay    time.Duration
+	draining atomic.Bool
+}
+
+// ready wraps a readiness check: not ready once draining.
+func (d *drainer) ready(check func() error) func() error {
+	return func() error {
+		if d.draining.Load() {
+			return errors.New("shutting down")
+		}
+		return check()
+	}
+}
+
+// after returns a context that is done delay after parent is done (at once without a delay), calling
+// onDrain when parent is done.
+func (d *drainer) after(parent context.Context, onDrain func()) (context.Context, context.CancelFunc) {
+	if d.delay <= 0 {
+		return context.WithCancel(parent)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	go func() {
+		select {
+		case <-parent.Done():
+		case <-ctx.Done():
+			return
+		}
+		d.draining.Store(true)
+		onDrain()
+		t := time.NewTimer(d.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }
