@@ -220,8 +220,12 @@ EOF
 # machine: the changes to the machine, each recorded so that `down` undoes exactly it.
 machine() {
 	cat /proc/sys/net/ipv4/ip_forward >"$S/ip_forward.orig" # the bridge plugin turns forwarding on
-	[ -e /var/lib/cni ] || touch "$S/created-var-lib-cni"
-	[ -e /var/lib/kubelet ] || touch "$S/created-var-lib-kubelet"
+	# Paths that containerd's shims, libcni and the kubelet use whatever they are told: `down` removes
+	# those that did not exist before.
+	local p
+	for p in /run/containerd /var/lib/cni /var/lib/kubelet; do
+		[ -e "$p" ] || echo "$p" >>"$S/created-paths"
+	done
 	ip link add "$BRIDGE" type bridge
 	echo "$BRIDGE" >"$S/bridge"
 	ip addr add "$NODE_IP/16" dev "$BRIDGE"
@@ -381,8 +385,11 @@ down() {
 	# device-plugin socket folder.
 	for c in $ids; do rm -f /var/lib/cni/results/*-"$c"-* 2>/dev/null || true; done
 	rm -f /var/lib/cni/results/wasm-operator-* /var/lib/kubelet/device-plugins/kubelet.sock 2>/dev/null || true
-	if [ -f "$S/created-var-lib-cni" ]; then rm -rf /var/lib/cni/cache; rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null || true; fi
-	if [ -f "$S/created-var-lib-kubelet" ]; then rmdir /var/lib/kubelet/device-plugins /var/lib/kubelet 2>/dev/null || true; fi
+	if [ -f "$S/created-paths" ]; then
+		while read -r p; do
+			case $p in /run/containerd | /var/lib/cni | /var/lib/kubelet) rm -rf "$p" ;; esac
+		done <"$S/created-paths"
+	fi
 	local keep=${LOGS_DIR:-}
 	if [ -n "$keep" ]; then mkdir -p "$keep" && cp -r "$S/logs/." "$keep/" 2>/dev/null || true; fi
 	rm -rf "$S"

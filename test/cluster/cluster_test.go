@@ -42,6 +42,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := 1
+	before := machineState()
 	k, err = Up(dir)
 	if err == nil {
 		err = importCaller(dir)
@@ -59,7 +60,31 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "hack/cluster.sh down:", err)
 		code = 1
 	}
+	if after := machineState(); after != before {
+		fmt.Fprintf(os.Stderr, "hack/cluster.sh down left the machine changed:\nbefore:\n%s\nafter:\n%s\n", before, after)
+		code = 1
+	}
 	os.Exit(code)
+}
+
+// machineState describes what the cluster changes on the machine: links, addresses, routes, iptables
+// chains, sysctls, folders, processes of its node components (etcd and kube-apiserver run in other tests too).
+func machineState() string {
+	var b strings.Builder
+	for _, c := range [][]string{{"ip", "-o", "link", "show"}, {"ip", "-o", "addr", "show"}, {"ip", "route", "show"},
+		{"sh", "-c", "iptables-save 2>/dev/null | grep -v '^#' | grep -c KUBE- || true"},
+		{"cat", "/proc/sys/net/ipv4/ip_forward"},
+		{"sh", "-c", "ls -d /run/containerd /var/lib/cni /var/lib/kubelet /sys/fs/cgroup/*/wasm-operator-cluster 2>/dev/null || true"},
+		{"sh", "-c", "pgrep -x 'kubelet|kube-proxy|containerd|containerd-shim-runc-v2' || true"}} {
+		out, _ := exec.Command(c[0], c[1:]...).CombinedOutput()
+		// veth names and link indexes change; count links instead of listing them.
+		if c[0] == "ip" && c[1] == "-o" {
+			fmt.Fprintf(&b, "%s: %d lines\n", strings.Join(c, " "), strings.Count(string(out), "\n"))
+			continue
+		}
+		fmt.Fprintf(&b, "%s:\n%s", strings.Join(c, " "), out)
+	}
+	return b.String()
 }
 
 // importCaller builds test/cluster/caller as a static binary and imports its image into the node.
