@@ -283,7 +283,7 @@ up() {
 	start etcd "$KBIN/etcd" --name cluster --data-dir "$S/etcd" --log-level warn --unsafe-no-fsync \
 		--listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
 		--listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
-		--initial-cluster "cluster=http://127.0.0.1:$ETCD_PEER_PORT" --listen-metrics-urls ""
+		--initial-cluster "cluster=http://127.0.0.1:$ETCD_PEER_PORT"
 	wait_for etcd 30 curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
 
 	local P=$S/pki K="$KBIN/kubectl --kubeconfig=$S/kubeconfig"

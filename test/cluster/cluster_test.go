@@ -5,6 +5,8 @@ package cluster
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -129,7 +131,7 @@ func servePlugins(t *testing.T) (httpBase, registryHost string, stop func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rsrv := &http.Server{Handler: registry.New(registry.Logger(nil))}
+	rsrv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
 	go rsrv.Serve(rl)
 	registryHost = rl.Addr().String()
 
