@@ -36,7 +36,7 @@ func TestRolloutKeepsServing(t *testing.T) {
 				t.Errorf("host updateStrategy = %s, want a surge of 1 and none unavailable", got)
 			}
 			c := &unstructured.Unstructured{Object: container(t, ds)}
-			if got := str(c, "readinessProbe"); got != "map[failureThreshold:1 httpGet:map[path:/readyz port:http] periodSeconds:1 timeoutSeconds:1]" {
+			if got := str(c, "readinessProbe"); got != "map[failureThreshold:2 httpGet:map[path:/readyz port:http] periodSeconds:1 timeoutSeconds:1]" {
 				t.Errorf("host readinessProbe = %s, want /readyz every second from the start", got)
 			}
 			if !slices.Contains(args(t, ds), tc.drain) {
