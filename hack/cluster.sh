@@ -335,15 +335,16 @@ stop() { # stop <name>: SIGTERM the PID `up` recorded for it, SIGKILL after 15s
 }
 
 kube_chains() { # delete every KUBE-* chain (kube-proxy's, kubelet's) and the rules that jump to them
-	local ipt t r c
+	local ipt t r c rules
 	for ipt in iptables ip6tables; do
 		command -v $ipt >/dev/null || continue
 		for t in filter nat mangle; do
-			$ipt -t $t -S 2>/dev/null | grep -q KUBE- || continue
-			$ipt -t $t -S | grep -E '^-A [A-Z]+ .*-j KUBE-' | grep -vE '^-A KUBE-' | sed 's/^-A/-D/' |
-				while read -r r; do eval "$ipt -t $t $r" || true; done
-			for c in $($ipt -t $t -S | awk '/^-N KUBE-/{print $2}'); do $ipt -t $t -F "$c"; done
-			for c in $($ipt -t $t -S | awk '/^-N KUBE-/{print $2}'); do $ipt -t $t -X "$c"; done
+			rules=$($ipt -t $t -S 2>/dev/null) || continue
+			case $rules in *KUBE-*) ;; *) continue ;; esac
+			printf '%s\n' "$rules" | { grep -E '^-A [A-Z]+ .*-j KUBE-' || true; } | { grep -vE '^-A KUBE-' || true; } |
+				sed 's/^-A/-D/' | while read -r r; do eval "$ipt -t $t $r" || true; done
+			for c in $(printf '%s\n' "$rules" | awk '/^-N KUBE-/{print $2}'); do $ipt -t $t -F "$c" || true; done
+			for c in $(printf '%s\n' "$rules" | awk '/^-N KUBE-/{print $2}'); do $ipt -t $t -X "$c" || true; done
 		done
 	done
 }
@@ -377,7 +378,7 @@ down() {
 	[ -x "$KBIN/kube-proxy" ] && "$KBIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
 	kube_chains
 	# Mounts below $S (tokens, overlay root filesystems, shm, network namespaces), deepest first.
-	grep " $S/" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	{ grep " $S/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	[ -f "$S/bridge" ] && ip link del "$(cat "$S/bridge")" 2>/dev/null || true
 	[ -f "$S/ip_forward.orig" ] && cat "$S/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward
 	find /sys/fs/cgroup -depth -type d -path "*/$CGROOT*" -exec rmdir {} \; 2>/dev/null || true

@@ -77,7 +77,7 @@ func machineState() string {
 		{"sh", "-c", "iptables-save 2>/dev/null | grep -v '^#' | grep -c KUBE- || true"},
 		{"cat", "/proc/sys/net/ipv4/ip_forward"},
 		{"sh", "-c", "ls -d /run/containerd /var/lib/cni /var/lib/kubelet /sys/fs/cgroup/*/wasm-operator-cluster 2>/dev/null || true"},
-		{"sh", "-c", "pgrep -x 'kubelet|kube-proxy|containerd|containerd-shim-runc-v2' || true"}} {
+		{"sh", "-c", "pgrep -x 'kubelet|kube-proxy|containerd|containerd-shim' || true"}} {
 		out, _ := exec.Command(c[0], c[1:]...).CombinedOutput()
 		// veth names and link indexes change; count links instead of listing them.
 		if c[0] == "ip" && c[1] == "-o" {
