@@ -84,6 +84,38 @@ WAZERO_TESTS := ./internal/engine/wazevo/... ./internal/wasm/ ./experimental/ ./
 test-wazero: ## Run wazero's own tests of the packages our patch touches (third_party/wazero).
 	cd third_party/wazero && go test $(GO_TEST_FLAGS) $(WAZERO_TESTS)
 
+# The single-node cluster (hack/cluster.sh): a real kubelet, containerd and CNI bridge on this machine, into
+# which the chart installs as into any cluster. Needs root.
+IMAGES      := $(BIN)/image
+CLUSTER_DIR ?= $(or $(TMPDIR),/tmp)/wasm-operator-cluster
+MANAGER_IMG := localhost/wasm-operator:dev
+
+.PHONY: node-components
+node-components: ## Build the test control plane and the node components (kubelet, kube-proxy, ...) into bin/k8s/.
+	hack/build-control-plane.sh node
+
+.PHONY: images
+images: ## Build the manager image (what the Dockerfile ships) and the pause image into bin/image/, without Docker.
+	@mkdir -p $(IMAGES)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags="-s -w" -o $(IMAGES)/manager ./cmd/manager
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags="-s -w" -o $(IMAGES)/pause ./hack/pause
+	go run ./hack/image -manager $(IMAGES)/manager -tag $(MANAGER_IMG) -o $(IMAGES)/manager.tar
+	go run ./hack/image -bin $(IMAGES)/pause -path /pause -user 65535:65535 -tag registry.k8s.io/pause:3.10 -o $(IMAGES)/pause.tar
+
+.PHONY: cluster-up
+cluster-up: node-components images helm ## Start a single-node cluster in $(CLUSTER_DIR) with the manager image imported (root).
+	hack/cluster.sh up $(CLUSTER_DIR)
+	@echo "export KUBECONFIG=$(CLUSTER_DIR)/kubeconfig; then install the chart: see README (Try it on a real node)"
+
+.PHONY: cluster-down
+cluster-down: ## Stop the cluster of cluster-up and undo its changes to the machine.
+	hack/cluster.sh down $(CLUSTER_DIR)
+
+.PHONY: test-cluster
+test-cluster: node-components images helm ## Install the chart with Helm into a fresh single-node cluster and test it as users run it (root).
+	go vet -tags cluster ./test/cluster
+	go test -tags cluster -count=1 -timeout 20m -v ./test/cluster
+
 .PHONY: dev
 dev: envtest-assets ## Run the operator locally: control plane, controller, one host, sample plugins. Ctrl-C stops it.
 	go run ./hack/dev

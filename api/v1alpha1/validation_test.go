@@ -323,7 +323,7 @@ func kubectl(t *testing.T, args ...string) string {
 func TestSamples(t *testing.T) {
 	samples := filepath.Join(testenv.RepoRoot(), "config", "samples")
 	out := kubectl(t, "apply", "--dry-run=server", "-f", samples)
-	for _, name := range []string{"small-plugin", "count-vowels", "http-fetch"} {
+	for _, name := range []string{"shout", "count-vowels", "http-fetch"} {
 		if !strings.Contains(out, "wasmplugin.wasm-operator.dev/"+name+" created (server dry run)") {
 			t.Errorf("sample %s not accepted:\n%s", name, out)
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -41,6 +42,7 @@ type hostOptions struct {
 	compile                           compileFlags
 	stateDir                          string
 	redis                             redisFlags
+	drainDelay                        time.Duration
 }
 
 func runHost(args []string) int {
@@ -61,6 +63,7 @@ func runHost(args []string) int {
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/wasm-operator/host", "node-local folder where the host records the plugin version it is loading, so that after a crash it refuses that version; empty disables it")
 	o.compile.register(fs)
 	o.redis.register(fs)
+	fs.DurationVar(&o.drainDelay, "drain-delay", 0, "at SIGTERM, keep serving calls this long with /readyz failing before stopping, so that the Service's endpoints move callers to another host first (the chart sets it)")
 	log, ok := parseWithLogging(fs, args)
 	if !ok {
 		return 2
@@ -102,6 +105,7 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	drain := &drainer{delay: o.drainDelay}
 	if o.compileDir != "" && filepath.Clean(o.compileDir) == filepath.Clean(o.cacheDir) {
 		return fmt.Errorf("--compile-cache-dir must not be the shared --cache-dir: hosts never write the shared cache")
 	}
@@ -150,15 +154,15 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 		Addr:      o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
 		Audiences: splitList(o.audiences), MaxConnections: o.maxConnections,
 		Metrics: hm, Registerer: metrics.Registry, Gatherer: metrics.Registry,
-		Ready: r.Ready, Logger: log.WithName("api"),
+		Ready: drain.ready(r.Ready), Logger: log.WithName("api"),
 	})
 	if err != nil {
 		return err
 	}
-	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth, "kvRedis", o.redis.address)
+	log.Info("starting host", "node", o.node, "cacheDir", o.cacheDir, "listen", o.listen, "auth", o.auth, "kvRedis", o.redis.address, "drainDelay", o.drainDelay)
 	// The call API and the manager live and die together: a host that cannot serve calls must not keep
-	// its Lease and report Ready entries.
-	ctx, cancel := context.WithCancel(ctx)
+	// its Lease and report Ready entries. Both run on past the signal for the drain delay.
+	ctx, cancel := drain.after(ctx, func() { log.Info("stopping: draining calls, /readyz fails", "for", o.drainDelay) })
 	defer cancel()
 	errs := make(chan error, 2)
 	go func() { errs <- srv.Run(ctx) }()
@@ -179,4 +183,49 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	}
 	log.Info("host stopped", "node", o.node)
 	return nil
+}
+
+// drainer delays a host's stop after SIGTERM: for delay, /readyz fails, so that the kubelet takes the pod
+// out of the Service's endpoints and kube-proxy sends new connections to another host (a surge pod on the
+// same node), while the calls that still arrive are served. Without it, calls routed by rules that
+// kube-proxy has not yet updated meet a closed port.
+type drainer struct {
+	delay    time.Duration
+	draining atomic.Bool
+}
+
+// ready wraps a readiness check: not ready once draining.
+func (d *drainer) ready(check func() error) func() error {
+	return func() error {
+		if d.draining.Load() {
+			return errors.New("shutting down")
+		}
+		return check()
+	}
+}
+
+// after returns a context that is done delay after parent is done (at once without a delay), calling
+// onDrain when parent is done.
+func (d *drainer) after(parent context.Context, onDrain func()) (context.Context, context.CancelFunc) {
+	if d.delay <= 0 {
+		return context.WithCancel(parent)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	go func() {
+		select {
+		case <-parent.Done():
+		case <-ctx.Done():
+			return
+		}
+		d.draining.Store(true)
+		onDrain()
+		t := time.NewTimer(d.delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	return ctx, cancel
 }

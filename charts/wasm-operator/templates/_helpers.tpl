@@ -90,3 +90,58 @@ named by the user.
 {{- include "wasm-operator.fullname" . }}-host-tls
 {{- end -}}
 {{- end }}
+
+{{/* The init container that gives a cache volume's root to the pods' user (cache.setOwner): fsGroup is
+ignored by hostPath, local and many NFS volumes. Root with CAP_CHOWN and CAP_FOWNER only; it changes the
+root folder alone, when its owner differs. Called with (dict "ctx" $ "volume" <volume name> "path" <mount
+path>): the controller's shared cache, or a host's node-local compile cache (the host mounts the shared one
+read-only and never changes it). */}}
+{{- define "wasm-operator.cacheOwnerInit" -}}
+{{- $ctx := .ctx }}
+{{- if $ctx.Values.cache.setOwner }}
+initContainers:
+  - name: cache-owner
+    image: {{ include "wasm-operator.image" $ctx }}
+    imagePullPolicy: {{ $ctx.Values.image.pullPolicy }}
+    args:
+      - init-cache
+      - --cache-dir={{ .path }}
+      - --uid=65532
+      - --gid=65532
+    securityContext:
+      runAsNonRoot: false
+      runAsUser: 0
+      runAsGroup: 0
+      allowPrivilegeEscalation: false
+      readOnlyRootFilesystem: true
+      privileged: false
+      capabilities:
+        drop:
+          - ALL
+        add:
+          - CHOWN
+          - FOWNER
+    resources:
+      requests:
+        cpu: 10m
+        memory: 16Mi
+      limits:
+        memory: 64Mi
+    volumeMounts:
+      - name: {{ .volume }}
+        mountPath: {{ .path }}
+{{- end }}
+{{- end }}
+
+{{/* Whole seconds of a Go duration of the forms the schema allows for it (5s, 1m, 1m30s, 500ms), rounded
+up. */}}
+{{- define "wasm-operator.seconds" -}}
+{{- $total := 0.0 }}
+{{- range regexFindAll "[0-9.]+(ms|s|m|h)" . -1 }}
+{{- $n := float64 (regexFind "^[0-9.]+" .) }}
+{{- $unit := trimPrefix (regexFind "^[0-9.]+" .) . }}
+{{- $mult := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 }}
+{{- $total = addf $total (mulf $n (get $mult $unit)) }}
+{{- end }}
+{{- ceil $total | int }}
+{{- end }}
