@@ -7,6 +7,7 @@ package devstack
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -197,6 +198,13 @@ func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error
 		args = append(args, "--tls-cert-file", s.hostCert, "--tls-key-file", s.hostKey)
 	}
 	return s.start("host-"+node, append(args, extra...)...)
+}
+
+// HostClient returns an HTTP client for the hosts' call API: HTTPS, trusting HostCA, as a caller pod
+// trusts the chart's CA ConfigMap. Callers also need a token of audience hostapi.DefaultAudience.
+func (s *Stack) HostClient() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.HostCA.Pool(), MinVersion: tls.VersionTLS12}}}
 }
 
 // makeHostCert makes HostCA and the hosts' serving certificate in the stack's folder.

@@ -12,4 +12,9 @@
 // with exponential backoff; 4xx answers never are. Content that does not start
 // with the WebAssembly magic bytes is refused. CheckDigest compares the result
 // with a spec.sha256 pin.
+//
+// A Fetcher's Guard decides which hosts and addresses HTTP and OCI fetches may
+// reach (loopback and link-local never; private ones and hosts outside an
+// allowlist as configured), on every request and at dial time, and no message
+// ever carries what a server answered beyond 4 bytes in hex.
 package source

@@ -6,7 +6,6 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -58,7 +57,7 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 		setup(t, s)
 	}
 	// Callers trust the CA of the hosts' serving certificate, as pods do with the chart's CA ConfigMap.
-	httpClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.HostCA.Pool()}}}
+	httpClient = s.HostClient()
 	if _, err := s.StartController(); err != nil {
 		t.Fatal(err)
 	}
