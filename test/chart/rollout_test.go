@@ -36,7 +36,7 @@ func TestRolloutKeepsServing(t *testing.T) {
 				t.Errorf("host updateStrategy = %s, want a surge of 1 and none unavailable", got)
 			}
 			c := &unstructured.Unstructured{Object: container(t, ds)}
-			if got := str(c, "readinessProbe"); got != "map[failureThreshold:2 httpGet:map[path:/readyz port:http] periodSeconds:1 timeoutSeconds:1]" {
+			if got := str(c, "readinessProbe"); got != "map[failureThreshold:2 httpGet:map[path:/readyz port:http scheme:HTTPS] periodSeconds:1 timeoutSeconds:1]" {
 				t.Errorf("host readinessProbe = %s, want /readyz every second from the start", got)
 			}
 			if !slices.Contains(args(t, ds), tc.drain) {
@@ -56,13 +56,22 @@ func TestCacheOwnerInit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, w := range []*unstructured.Unstructured{find(t, objs, "Deployment", "-controller"), find(t, objs, "DaemonSet", "-host")} {
+	// The controller owns the shared cache; a host mounts that one read-only and owns only its node-local
+	// compile cache.
+	for _, tc := range []struct {
+		w            *unstructured.Unstructured
+		volume, path string
+	}{
+		{find(t, objs, "Deployment", "-controller"), "cache", "/var/cache/wasm-operator"},
+		{find(t, objs, "DaemonSet", "-host"), "compile-cache", "/var/cache/wasm-operator-local"},
+	} {
+		w := tc.w
 		inits, _, _ := unstructured.NestedSlice(w.Object, "spec", "template", "spec", "initContainers")
 		if len(inits) != 1 {
 			t.Fatalf("%s: %d init containers, want the cache owner", w.GetKind(), len(inits))
 		}
 		ic := &unstructured.Unstructured{Object: inits[0].(map[string]any)}
-		if got := str(ic, "args"); got != "[init-cache --cache-dir=/var/cache/wasm-operator --uid=65532 --gid=65532]" {
+		if got := str(ic, "args"); got != "[init-cache --cache-dir="+tc.path+" --uid=65532 --gid=65532]" {
 			t.Errorf("%s init args = %s", w.GetKind(), got)
 		}
 		if got := str(ic, "image"); got != str(&unstructured.Unstructured{Object: container(t, w)}, "image") {
@@ -71,7 +80,7 @@ func TestCacheOwnerInit(t *testing.T) {
 		for path, want := range map[string]string{
 			"securityContext.runAsUser": "0", "securityContext.capabilities.drop": "[ALL]",
 			"securityContext.capabilities.add": "[CHOWN FOWNER]", "securityContext.allowPrivilegeEscalation": "false",
-			"securityContext.readOnlyRootFilesystem": "true", "volumeMounts": "[map[mountPath:/var/cache/wasm-operator name:cache]]",
+			"securityContext.readOnlyRootFilesystem": "true", "volumeMounts": "[map[mountPath:" + tc.path + " name:" + tc.volume + "]]",
 		} {
 			if got := str(ic, strings.Split(path, ".")...); got != want {
 				t.Errorf("%s init %s = %s, want %s", w.GetKind(), path, got, want)
