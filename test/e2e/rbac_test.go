@@ -166,7 +166,10 @@ func TestControllerMetricsGuarded(t *testing.T) {
 	if code, _ := get(""); code != http.StatusUnauthorized {
 		t.Fatalf("GET /metrics without a token: %d, want 401", code)
 	}
-	stranger := serviceAccountToken(t, s, kubernetes.NewForConfigOrDie(s.Config), "stranger", false)
+	// A token the API server accepts (its own audience, as Prometheus sends) but not allowed to get /metrics.
+	kube := kubernetes.NewForConfigOrDie(s.Config)
+	serviceAccountToken(t, s, kube, "stranger", false)
+	stranger := tokenFor(t, kube, "stranger")
 	if code, _ := get(stranger); code != http.StatusForbidden {
 		t.Fatalf("GET /metrics with a token not allowed to: %d, want 403", code)
 	}
