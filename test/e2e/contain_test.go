@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"k8s.io/client-go/kubernetes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -35,7 +36,7 @@ func TestHostileBesideGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, err := s.StartHost("node-a", addr, "--auth=false", "--lease-duration=4s", "--status-interval=1s")
+	host, err := s.StartHost("node-a", addr, "--lease-duration=4s", "--status-interval=1s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +56,9 @@ func TestHostileBesideGood(t *testing.T) {
 	}
 	create("greet", "/greet.wasm", 5*time.Second)
 	waitPlugin(t, s, "greet", "Ready", func(p *wasmv1.WasmPlugin) bool { return isReady(p) && p.Status.ReadyNodes == 1 })
+	token := serviceAccountToken(t, s, kubernetes.NewForConfigOrDie(s.Config), "greet-caller", true)
 	answers := func() (bool, string) {
-		code, body := call(t, addr, "greet", "greet", "", "world")
+		code, body := call(t, addr, "greet", "greet", token, "world")
 		return code == 200 && body == "Hello, world!", fmt.Sprintf("greet: %d %s", code, body)
 	}
 
@@ -89,7 +91,7 @@ func TestHostileBesideGood(t *testing.T) {
 	})
 	host.Kill()
 	restart := time.Now()
-	if host, err = s.StartHost("node-a", addr, "--auth=false", "--lease-duration=4s", "--status-interval=1s"); err != nil {
+	if host, err = s.StartHost("node-a", addr, "--lease-duration=4s", "--status-interval=1s"); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, answers)

@@ -56,8 +56,6 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 	if setup != nil {
 		setup(t, s)
 	}
-	// Callers trust the CA of the hosts' serving certificate, as pods do with the chart's CA ConfigMap.
-	httpClient = s.HostClient()
 	if _, err := s.StartController(); err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +277,8 @@ func startStack(t *testing.T, logs ...string) (*devstack.Stack, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Callers trust the CA of this stack's hosts, as pods do with the chart's CA ConfigMap.
+	httpClient = s.HostClient()
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
