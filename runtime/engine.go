@@ -161,9 +161,9 @@ func newEngine(ctx context.Context, cfg EngineConfig, child bool) (*Engine, erro
 		e.rt.Close(ctx)
 		return nil, fmt.Errorf("instantiate WASI: %w", err)
 	}
-	if err := instantiateKernel(ctx, e.rt); err != nil {
+	if err := instantiateHostModules(ctx, e.rt); err != nil {
 		e.rt.Close(ctx)
-		return nil, fmt.Errorf("instantiate extism:host/env: %w", err)
+		return nil, err
 	}
 	return e, nil
 }

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
@@ -14,7 +15,7 @@ const (
 	permLog  = "permissions.log"
 )
 
-// hostFunc is one function of extism:host/env.
+// hostFunc is one function of a host module (extism:host/env or extism:host/user).
 type hostFunc struct {
 	name            string
 	perm            string // "" for the kernel and config_get
@@ -112,23 +113,42 @@ var hostFuncs = []hostFunc{
 	{"log_error", permLog, types(i64), nil, logFunc(LogError)},
 }
 
-var hostFuncByName = map[string]*hostFunc{}
-
-func init() {
-	for i := range hostFuncs {
-		hostFuncByName[hostFuncs[i].name] = &hostFuncs[i]
-	}
+// hostModule is a host module guests import from: its functions by name, and what checkImport says of
+// a name it lacks.
+type hostModule struct {
+	name    string
+	funcs   []hostFunc
+	byName  map[string]*hostFunc
+	unknown string
 }
 
-func instantiateKernel(ctx context.Context, rt wazero.Runtime) error {
-	b := rt.NewHostModuleBuilder(KernelModule)
-	for _, f := range hostFuncs {
-		b.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.params, f.results).WithName(f.name).Export(f.name)
+// hostModules are the modules the engine links: the Extism kernel with its services, and our own
+// services as Extism user host functions, which any PDK can import.
+var hostModules = map[string]*hostModule{
+	KernelModule: newHostModule(KernelModule, hostFuncs, "is not an Extism kernel function"),
+	UserModule:   newHostModule(UserModule, userFuncs, "is not a host function of ours (kv_get, kv_set, kv_delete, kv_list)"),
+}
+
+func newHostModule(name string, funcs []hostFunc, unknown string) *hostModule {
+	m := &hostModule{name: name, funcs: funcs, byName: make(map[string]*hostFunc, len(funcs)), unknown: unknown}
+	for i := range funcs {
+		m.byName[funcs[i].name] = &funcs[i]
 	}
-	if _, err := b.Instantiate(ctx); err != nil {
-		return err
+	return m
+}
+
+// instantiateHostModules links every host module into rt.
+func instantiateHostModules(ctx context.Context, rt wazero.Runtime) error {
+	for _, m := range hostModules {
+		b := rt.NewHostModuleBuilder(m.name)
+		for _, f := range m.funcs {
+			b.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.params, f.results).WithName(f.name).Export(f.name)
+		}
+		if _, err := b.Instantiate(ctx); err != nil {
+			return fmt.Errorf("instantiate %s: %w", m.name, err)
+		}
 	}
-	return instantiateUser(ctx, rt)
+	return nil
 }
 
 // instanceOf returns the instance whose call is running. Instance.Call passes its own context

@@ -7,7 +7,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 )
 
@@ -79,23 +78,6 @@ var userFuncs = []hostFunc{
 	{"kv_set", permKV, types(i64, i64, i64), nil, kvSet},
 	{"kv_delete", permKV, types(i64), nil, kvDelete},
 	{"kv_list", permKV, types(i64), types(i64), kvList},
-}
-
-var userFuncByName = map[string]*hostFunc{}
-
-func init() {
-	for i := range userFuncs {
-		userFuncByName[userFuncs[i].name] = &userFuncs[i]
-	}
-}
-
-func instantiateUser(ctx context.Context, rt wazero.Runtime) error {
-	b := rt.NewHostModuleBuilder(UserModule)
-	for _, f := range userFuncs {
-		b.NewFunctionBuilder().WithGoModuleFunction(f.fn, f.params, f.results).WithName(f.name).Export(f.name)
-	}
-	_, err := b.Instantiate(ctx)
-	return err
 }
 
 // checkKV is NewPlugin's check of a KV grant.

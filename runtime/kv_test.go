@@ -147,7 +147,7 @@ func TestKVKeysAndTTL(t *testing.T) {
 				fault = r.(error)
 			}
 		}()
-		userFuncByName[name].fn(ctx, nil, stack)
+		hostModules[UserModule].byName[name].fn(ctx, nil, stack)
 		return stack, nil
 	}
 	if _, err := call("kv_set", put("k"), put("v"), 1500); err != nil || store.ttl != 1500*time.Millisecond {

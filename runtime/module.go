@@ -147,19 +147,14 @@ func checkImport(mod, name string, def api.FunctionDefinition, perms Permissions
 			return &ImportError{Import: imp, Reason: "is not a WASI preview 1 function"}
 		}
 		return nil
-	case KernelModule, UserModule:
-	default:
+	}
+	hm, ok := hostModules[mod]
+	if !ok {
 		return &ImportError{Import: imp, Reason: "is not provided by the host (only " + KernelModule + ", " + UserModule + " and " + WASIModule + " are)"}
 	}
-	hf, ok := hostFuncByName[name]
-	if mod == UserModule {
-		hf, ok = userFuncByName[name]
-	}
+	hf, ok := hm.byName[name]
 	if !ok {
-		if mod == UserModule {
-			return &ImportError{Import: imp, Reason: "is not a host function of ours (kv_get, kv_set, kv_delete, kv_list)"}
-		}
-		return &ImportError{Import: imp, Reason: "is not an Extism kernel function"}
+		return &ImportError{Import: imp, Reason: hm.unknown}
 	}
 	if !slices.Equal(def.ParamTypes(), hf.params) || !slices.Equal(def.ResultTypes(), hf.results) {
 		return &ImportError{Import: imp, Reason: fmt.Sprintf("has signature %s, want %s",
