@@ -31,12 +31,7 @@ func bigFunction(n int) []byte {
 func childEngine(t *testing.T, cfg EngineConfig) *Engine {
 	t.Helper()
 	cfg.CompileCommand = []string{os.Args[0]}
-	e, err := NewEngine(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close(context.Background()) })
-	return e
+	return newEngineWith(t, cfg)
 }
 
 // A compile that would take more memory than allowed is stopped in its child process and the module

@@ -327,7 +327,13 @@ func setVar(i *Instance, k string, v []byte) {
 
 func newTestEngine(tb testing.TB) *Engine {
 	tb.Helper()
-	e, err := NewEngine(context.Background(), EngineConfig{})
+	return newEngineWith(tb, EngineConfig{})
+}
+
+// newEngineWith starts an engine of cfg that is closed when the test ends.
+func newEngineWith(tb testing.TB, cfg EngineConfig) *Engine {
+	tb.Helper()
+	e, err := NewEngine(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -89,25 +89,13 @@ func TestSSRF(t *testing.T) {
 	privPort := privURL.Port()
 
 	// "public" stands for a server on the internet that redirects to internal addresses.
-	public := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/ok":
-			fmt.Fprint(w, "public")
-		case "/to-loopback":
-			http.Redirect(w, r, private.URL+"/", http.StatusFound)
-		case "/to-private-ip":
-			http.Redirect(w, r, "http://10.0.0.1/", http.StatusFound)
-		case "/to-metadata":
-			http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusFound)
-		case "/to-rebinding-name":
-			http.Redirect(w, r, "http://rebind.example.net:"+privPort+"/", http.StatusFound)
-		case "/to-cluster-name":
-			http.Redirect(w, r, "http://kubernetes.default.svc.cluster.local/", http.StatusFound)
-		}
-	}))
-	t.Cleanup(public.Close)
-	pubURL, _ := url.Parse(public.URL)
-	pubAddr := netip.MustParseAddrPort(pubURL.Host)
+	public, pubAddr := netguardtest.Redirector(t, map[string]string{
+		"/to-loopback":       private.URL + "/",
+		"/to-private-ip":     "http://10.0.0.1/",
+		"/to-metadata":       "http://169.254.169.254/latest/meta-data/",
+		"/to-rebinding-name": "http://rebind.example.net:" + privPort + "/",
+		"/to-cluster-name":   "http://kubernetes.default.svc.cluster.local/",
+	}, "public")
 	isPublic := func(ap netip.AddrPort) bool { return ap == pubAddr }
 	resolver := fakeDNS(t)
 

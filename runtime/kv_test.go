@@ -60,14 +60,7 @@ func TestKVClusterThroughRedis(t *testing.T) {
 	}
 	// Hosts share the compiled-code cache, as they do in a cluster.
 	cache := t.TempDir()
-	engine := func() *Engine {
-		e, err := NewEngine(context.Background(), EngineConfig{CacheDir: cache})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close(context.Background()) })
-		return e
-	}
+	engine := func() *Engine { return newEngineWith(t, EngineConfig{CacheDir: cache}) }
 	one := newInstance(t, kvPlugin(t, engine(), hostStore("ns/shared-counter"), 1<<20))
 	two := newInstance(t, kvPlugin(t, engine(), hostStore("ns/shared-counter"), 1<<20))
 	other := newInstance(t, kvPlugin(t, engine(), hostStore("ns/other"), 1<<20))

@@ -28,25 +28,13 @@ func TestGuardReplaysTheIssue(t *testing.T) {
 	closed.Close() // a port nobody listens on
 
 	// "public" stands for a server on the internet that redirects to internal addresses.
-	public := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/to-loopback":
-			http.Redirect(w, r, internal.URL+"/", http.StatusFound)
-		case "/to-metadata":
-			http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusFound)
-		case "/to-private":
-			http.Redirect(w, r, "http://10.0.0.1/m.wasm", http.StatusFound)
-		case "/to-rebinding-name":
-			http.Redirect(w, r, "http://rebind.example.net:"+iu.Port()+"/", http.StatusFound)
-		case "/to-other-host":
-			http.Redirect(w, r, "http://elsewhere.example.com/m.wasm", http.StatusFound)
-		default:
-			fmt.Fprint(w, "\x00asm\x01\x00\x00\x00")
-		}
-	}))
-	t.Cleanup(public.Close)
-	pu, _ := url.Parse(public.URL)
-	pubAddr := netip.MustParseAddrPort(pu.Host)
+	public, pubAddr := netguardtest.Redirector(t, map[string]string{
+		"/to-loopback":       internal.URL + "/",
+		"/to-metadata":       "http://169.254.169.254/latest/meta-data/",
+		"/to-private":        "http://10.0.0.1/m.wasm",
+		"/to-rebinding-name": "http://rebind.example.net:" + iu.Port() + "/",
+		"/to-other-host":     "http://elsewhere.example.com/m.wasm",
+	}, "\x00asm\x01\x00\x00\x00")
 	resolver, _ := netguardtest.DNS(t, [4]byte{127, 0, 0, 1})
 	guard := func(g Guard) *Guard {
 		g.exempt = func(ap netip.AddrPort) bool { return ap == pubAddr }

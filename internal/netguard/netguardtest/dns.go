@@ -3,7 +3,11 @@ package netguardtest
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"sync"
 	"testing"
 
@@ -56,4 +60,19 @@ func DNS(t testing.TB, addr [4]byte) (*net.Resolver, func() []string) {
 		return d.DialContext(ctx, "udp", pc.LocalAddr().String())
 	}}
 	return r, func() []string { mu.Lock(); defer mu.Unlock(); return append([]string(nil), asked...) }
+}
+
+// Redirector starts a server standing for a public one on the internet that redirects to internal
+// addresses: a request for a path of redirects is sent to its target, any other path gets body. It
+// returns the server and its address, which a test exempts from the guard as if it were public.
+func Redirector(t testing.TB, redirects map[string]string, body string) (*httptest.Server, netip.AddrPort) {
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if to, ok := redirects[r.URL.Path]; ok {
+			http.Redirect(w, r, to, http.StatusFound)
+			return
+		}
+		fmt.Fprint(w, body)
+	}))
+	t.Cleanup(s.Close)
+	return s, netip.MustParseAddrPort(s.Listener.Addr().String())
 }
