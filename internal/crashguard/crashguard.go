@@ -28,12 +28,18 @@ import (
 const (
 	stateLoading = "loading"
 	stateCrashed = "crashed"
+	// stateSuspect is a load that was in progress beside others when the host stopped: any of them may
+	// have crashed it, so none is refused yet. Suspects load again one at a time (see Begin), beside
+	// loads that are not suspect; when the host stops during a suspect's load, that suspect is the one
+	// refused and the loads beside it become suspects.
+	stateSuspect = "suspect"
 )
 
 type record struct {
 	Plugin  string    `json:"plugin"`
 	Version string    `json:"version"`
 	State   string    `json:"state"`
+	Suspect bool      `json:"suspect,omitempty"` // a loading record: the load of a suspect
 	Since   time.Time `json:"since"`
 }
 
@@ -53,20 +59,25 @@ func (e *CrashedError) Error() string {
 // record.
 type Guard struct {
 	dir string
-	mu  sync.Mutex
+	mu  sync.Mutex // guards the records and held
+	// suspects is held by the load of a suspect, so that suspects load one at a time.
+	suspects sync.Mutex
+	held     map[string]bool // plugin -> its load holds suspects
 }
 
-// Open opens (creating it) the guard's folder and marks every load that was in progress when the host
-// last stopped as crashed.
+// Open opens (creating it) the guard's folder and marks the load that was in progress when the host last
+// stopped as crashed; when several were, it marks them suspect, so that another team's plugin that
+// happened to load beside the one that crashed the host is not refused for it.
 func Open(dir string) (*Guard, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create crash guard folder: %w", err)
 	}
-	g := &Guard{dir: dir}
+	g := &Guard{dir: dir, held: map[string]bool{}}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read crash guard folder: %w", err)
 	}
+	loading := map[string]record{}
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
@@ -78,26 +89,62 @@ func Open(dir string) (*Guard, error) {
 			continue
 		}
 		if r.State == stateLoading {
-			r.State = stateCrashed
-			if err := writeRecord(path, r); err != nil {
-				return nil, err
-			}
+			loading[path] = r
+		}
+	}
+	for path, r := range loading {
+		if err := writeRecord(path, record{Plugin: r.Plugin, Version: r.Version, Since: r.Since,
+			State: crashState(r, loading)}); err != nil {
+			return nil, err
 		}
 	}
 	return g, nil
 }
 
+// crashState is what a load r in progress when the host stopped becomes, given all that were: crashed when
+// it alone can have crashed the host (the only load, or the only suspect's), else suspect.
+func crashState(r record, loading map[string]record) string {
+	var n, suspects int
+	for _, l := range loading {
+		n++
+		if l.Suspect {
+			suspects++
+		}
+	}
+	if (suspects == 0 && n == 1) || (suspects == 1 && r.Suspect) {
+		return stateCrashed
+	}
+	return stateSuspect
+}
+
 // Begin records that the host starts loading version of plugin, unless that version crashed the host
 // before: then it returns a *CrashedError and records nothing. A crash record of another version of the
-// plugin is dropped: the plugin changed.
+// plugin is dropped: the plugin changed. A suspect version waits for the load of any other suspect to end.
+// After a nil error, call Done when the load ends.
 func (g *Guard) Begin(plugin, version string) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	path := g.path(plugin)
-	if r, err := readRecord(path); err == nil && r.Plugin == plugin && r.State == stateCrashed && r.Version == version {
+	g.mu.Lock()
+	r, err := readRecord(path)
+	g.mu.Unlock()
+	known := err == nil && r.Plugin == plugin && r.Version == version
+	if known && r.State == stateCrashed {
 		return &CrashedError{Plugin: plugin, Version: version, Since: r.Since}
 	}
-	return writeRecord(path, record{Plugin: plugin, Version: version, State: stateLoading, Since: time.Now()})
+	suspect := known && r.State == stateSuspect
+	if suspect {
+		g.suspects.Lock()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	err = writeRecord(path, record{Plugin: plugin, Version: version, State: stateLoading, Since: time.Now(), Suspect: suspect})
+	if err != nil {
+		if suspect {
+			g.suspects.Unlock()
+		}
+		return err
+	}
+	g.held[plugin] = suspect
+	return nil
 }
 
 // Done records that the load Begin recorded has ended, whether it succeeded or failed.
@@ -108,6 +155,10 @@ func (g *Guard) Done(plugin string) {
 	if r, err := readRecord(path); err == nil && r.State == stateLoading {
 		os.Remove(path)
 	}
+	if g.held[plugin] {
+		g.suspects.Unlock()
+	}
+	delete(g.held, plugin)
 }
 
 // Forget drops every record of plugin, as when it is deleted or no longer placed on the node.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func open(t *testing.T, dir string) *Guard {
@@ -51,6 +52,54 @@ func TestCrashedVersionRefused(t *testing.T) {
 	g = open(t, dir)
 	if err := g.Begin("ns/bad", "v1"); err != nil {
 		t.Errorf("the old version after the new one loaded: %v", err)
+	}
+}
+
+// A host that crashes while several plugins load cannot tell which one crashed it: none is refused;
+// suspects load again one at a time, beside other loads, and the suspect loading when the host crashes
+// again is refused from then on, while the others, which other teams may own, load.
+func TestCrashBesideOtherLoads(t *testing.T) {
+	dir := t.TempDir()
+	g := open(t, dir)
+	for _, p := range []string{"ns/bad", "other/innocent", "third/one"} {
+		if err := g.Begin(p, "v1"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The host crashes with three loads in progress: all suspects.
+	g = open(t, dir)
+	if err := g.Begin("other/innocent", "v1"); err != nil {
+		t.Fatalf("a plugin that loaded beside the crash: %v", err)
+	}
+	// Suspects load one at a time: the next suspect waits for that Done.
+	started := make(chan struct{})
+	go func() {
+		if err := g.Begin("ns/bad", "v1"); err != nil {
+			t.Error(err)
+		}
+		close(started)
+	}()
+	select {
+	case <-started:
+		t.Fatal("a suspect began while another suspect's load was in progress")
+	case <-time.After(200 * time.Millisecond): // still waiting, as it should
+	}
+	g.Done("other/innocent")
+	<-started
+	if err := g.Begin("new/plugin", "v1"); err != nil { // not a suspect: loads beside it
+		t.Fatal(err)
+	}
+	// The host crashes again, during ns/bad's load and new/plugin's.
+	g = open(t, dir)
+	var ce *CrashedError
+	if err := g.Begin("ns/bad", "v1"); !errors.As(err, &ce) {
+		t.Fatalf("the suspect loading when the host crashed again: %v", err)
+	}
+	for _, p := range []string{"other/innocent", "new/plugin", "third/one"} {
+		if err := g.Begin(p, "v1"); err != nil {
+			t.Fatalf("%s after the second crash: %v", p, err)
+		}
+		g.Done(p)
 	}
 }
 
