@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,6 +71,27 @@ func TestCompileBounded(t *testing.T) {
 	p := mustLoadWasm(t, e, runModule(wb.Body(wb.I32Const(7)), nil, nil), Limits{})
 	if _, rc, err := newInstance(t, p).Call(ctx, "run", nil); rc != 7 || err != nil {
 		t.Errorf("module compiled in the child: rc %d, %v", rc, err)
+	}
+}
+
+// What the child compiles is what the parent loads: one compiled entry, in the engine's compiled folder,
+// so the parent never compiles the module again in process, where neither bound holds.
+func TestChildFillsTheParentsCache(t *testing.T) {
+	dir := t.TempDir()
+	e := childEngine(t, EngineConfig{CacheDir: dir})
+	p := mustLoadWasm(t, e, runModule(wb.Body(wb.I32Const(7)), nil, nil), Limits{})
+	if _, rc, err := newInstance(t, p).Call(context.Background(), "run", nil); rc != 7 || err != nil {
+		t.Fatalf("rc %d, %v", rc, err)
+	}
+	var entries []string
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			entries = append(entries, path)
+		}
+		return err
+	})
+	if len(entries) != 1 || !strings.HasPrefix(entries[0], CompiledDir(dir)+string(filepath.Separator)+"wazero-") {
+		t.Errorf("compiled entries = %v, want one in %s", entries, CompiledDir(dir))
 	}
 }
 

@@ -72,6 +72,9 @@ type EngineConfig struct {
 	// withoutTermination turns close-on-context-done off, so that a benchmark can show its cost.
 	// Calls can then not be stopped.
 	withoutTermination bool
+	// compiledDir, when set, is the compiled-code folder itself (CacheDir names the cache's root): a
+	// compiling child gets the folder its parent loads from.
+	compiledDir string
 }
 
 // Engine compiles modules and runs their instances. It holds one wazero runtime with the Extism
@@ -124,8 +127,11 @@ func newEngine(ctx context.Context, cfg EngineConfig, child bool) (*Engine, erro
 	// Guests are untrusted: without close-on-context-done an endless loop could never be stopped.
 	// RATIONALE.md, "Why is close-on-context-done always on?", has the measured cost.
 	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(!cfg.withoutTermination)
-	if cfg.CacheDir != "" {
-		e.compiledDir = CompiledDir(cfg.CacheDir)
+	if cfg.CacheDir != "" || cfg.compiledDir != "" {
+		e.compiledDir = cfg.compiledDir
+		if e.compiledDir == "" {
+			e.compiledDir = CompiledDir(cfg.CacheDir)
+		}
 		if err := os.MkdirAll(e.compiledDir, 0o755); err != nil {
 			return nil, fmt.Errorf("create compile cache: %w", err)
 		}

@@ -32,7 +32,8 @@ func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
 	cmd.Stdin = bytes.NewReader(wasm)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	cmd.Env = append(os.Environ(), compileChildEnv+"=1")
+	// Nothing of the parent's environment (a Redis password, credentials): the child needs none of it.
+	cmd.Env = []string{compileChildEnv + "=1"}
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
 	if err == nil {
@@ -129,7 +130,8 @@ func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 1
 	}
 	ctx := context.Background()
-	e, err := newEngine(ctx, EngineConfig{CacheDir: *dir, Compile: l, CompileTimeout: 24 * time.Hour}, true) // the parent kills it at its timeout
+	// -cache-dir is the parent's compiled folder itself, where the parent then finds what this compiles.
+	e, err := newEngine(ctx, EngineConfig{compiledDir: *dir, Compile: l, CompileTimeout: 24 * time.Hour}, true) // the parent kills it at its timeout
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
