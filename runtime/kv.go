@@ -166,9 +166,44 @@ func kvList(ctx context.Context, _ api.Module, s []uint64) {
 		s[0] = 0
 		return
 	}
-	b, err := json.Marshal(keys)
-	if err != nil {
-		kvFault("kv_list", err, "%v", err)
+	s[0] = putJSONList(&i.k, "kv_list", keys)
+}
+
+// putJSONList writes keys as a JSON array of strings into a kernel block and returns its handle. The
+// block is sized and charged to the instance before anything is encoded, and keys are encoded straight
+// into it: JSON escapes can make the list six times its keys, which must never be held in Go memory
+// outside the budget.
+func putJSONList(k *kernel, fn string, keys []string) uint64 {
+	var w blockWriter
+	enc := json.NewEncoder(&w) // as json.Marshal quotes, plus a newline per key
+	for _, key := range keys {
+		_ = enc.Encode(key) // a string always encodes
 	}
-	s[0] = i.k.put("kv_list", b)
+	n := uint64(w.n) + 1 // the newlines become "[", the commas and "]"
+	h := k.alloc(n)
+	if h == 0 {
+		fault(fn, "out of memory: cannot allocate %d bytes of kernel memory for %d keys", n, len(keys))
+	}
+	w = blockWriter{dst: k.mem[h-arenaBase : h-arenaBase+n], n: 1}
+	w.dst[0] = '['
+	for _, key := range keys {
+		_ = enc.Encode(key)
+		w.dst[w.n-1] = ',' // over the newline
+	}
+	w.dst[n-1] = ']'
+	return h
+}
+
+// blockWriter counts what is written, and copies it into dst when dst is set.
+type blockWriter struct {
+	dst []byte
+	n   int
+}
+
+func (w *blockWriter) Write(p []byte) (int, error) {
+	if w.dst != nil {
+		copy(w.dst[w.n:], p)
+	}
+	w.n += len(p)
+	return len(p), nil
 }

@@ -2,8 +2,12 @@ package runtime
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	goruntime "runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -168,6 +172,57 @@ func TestKVKeysAndTTL(t *testing.T) {
 	st, err := call("kv_list", 0)
 	if err != nil || string(inst.k.bytes("test", st[0])) != `["k"]` {
 		t.Fatalf("kv_list = %v", err)
+	}
+}
+
+// A kv_list whose JSON does not fit the instance's budget fails the guest's call before it is encoded
+// (escapes make a list of control-character keys six times their size), and one that fits lists every key.
+func TestKVListCharged(t *testing.T) {
+	ctx := context.Background()
+	store := kv.NewMemory(kv.Limits{MaxBytes: 1 << 20, MaxKeys: 100})
+	var want []string
+	for j := range 20 {
+		key := fmt.Sprintf("%02d", j) + strings.Repeat("\x01", 1000)
+		if err := store.Set(ctx, key, []byte("v"), 0); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, key)
+	}
+	list := func(budget int64) (string, error) {
+		inst := fuzzInstance()
+		inst.budget.max = uint64(budget)
+		inst.plugin.perms.KV = &KV{Store: store, MaxBytes: 1 << 20, MaxKeys: 100}
+		stack := []uint64{0}
+		var fault error
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					fault = r.(error)
+				}
+			}()
+			hostModules[UserModule].byName["kv_list"].fn(&inst.cctx, nil, stack)
+		}()
+		if fault != nil {
+			return "", fault
+		}
+		return string(inst.k.bytes("test", stack[0])), nil
+	}
+	// 20 keys of 1002 bytes are 20 KB; their JSON is about 120 KB, which the refused call never builds.
+	var before, after goruntime.MemStats
+	goruntime.ReadMemStats(&before)
+	_, err := list(64 << 10)
+	goruntime.ReadMemStats(&after)
+	if err == nil || !strings.Contains(err.Error(), "kv_list: out of memory: cannot allocate 120") {
+		t.Errorf("kv_list under 64Ki: %v", err)
+	}
+	if n := after.TotalAlloc - before.TotalAlloc; n > 60<<10 {
+		t.Errorf("the refused kv_list allocated %d bytes of Go memory outside the budget", n)
+	}
+	var out string
+	out, err = list(1 << 20)
+	var got []string
+	if err != nil || json.Unmarshal([]byte(out), &got) != nil || !slices.Equal(got, want) {
+		t.Errorf("kv_list under 1Mi: %d keys, %v", len(got), err)
 	}
 }
 
