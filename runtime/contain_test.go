@@ -252,3 +252,27 @@ func TestEmptyMemoryGrowth(t *testing.T) {
 		t.Errorf("guest memory %d bytes", i.budget.guest)
 	}
 }
+
+// Go holds a grown guest memory's whole capacity, not only its size, so the budget charges the
+// capacity: a memory grown past its capacity gets room for later growth, and the kernel cannot take
+// that room too.
+func TestGrownMemoryCapacityCharged(t *testing.T) {
+	inst := fuzzInstance()
+	inst.budget = memBudget{max: 64 << 20}
+	m := &linearMemory{budget: &inst.budget, max: 1 << 32}
+	m.Reallocate(1 << 20) // the declared minimum
+	for _, size := range []uint64{20 << 20, 21 << 20} {
+		if m.Reallocate(size) == nil {
+			t.Fatalf("memory.grow to %dMi refused under 64Mi", size>>20)
+		}
+	}
+	if c := uint64(cap(m.buf)); c <= 21<<20 || inst.budget.guest != c {
+		t.Fatalf("a 21Mi memory of capacity %d charged %d", c, inst.budget.guest)
+	}
+	if h := inst.k.alloc(40 << 20); h != 0 {
+		t.Errorf("alloc(40Mi) beside a 21Mi memory of capacity %dMi fits a 64Mi budget", cap(m.buf)>>20)
+	}
+	if h := inst.k.alloc(16 << 20); h == 0 {
+		t.Errorf("alloc(16Mi) beside a 21Mi memory of capacity %dMi refused under 64Mi", cap(m.buf)>>20)
+	}
+}

@@ -54,7 +54,7 @@ const maxArenaBytes = 1<<32 - 1<<16
 // does not cover.
 type memBudget struct {
 	max   uint64 // 0: no limit
-	guest uint64 // current size of the guest's linear memory
+	guest uint64 // capacity Go holds for the guest's linear memory (at least its size)
 	arena uint64 // kernel arena capacity plus block records
 	other uint64 // tables' reservation, vars, the external input
 }

@@ -249,17 +249,19 @@ func (m *linearMemory) Reallocate(size uint64) []byte {
 	if size <= uint64(cap(m.buf)) {
 		m.buf = m.buf[:size]
 	} else {
-		// Grow geometrically, as append would, within what the budget and the module allow.
-		newCap := max(size, 2*uint64(cap(m.buf)))
+		// Grow geometrically, by a quarter, so that page-by-page growth copies little, within what
+		// the module allows and what the budget has left beside the kernel and the other uses: the
+		// whole capacity is charged, since Go holds it.
+		newCap := max(size, uint64(cap(m.buf))+uint64(cap(m.buf))/4)
 		newCap = min(newCap, max(m.max, size))
-		if b.max > 0 && b.max > b.arena {
-			newCap = min(newCap, max(b.max-b.arena, size))
+		if b.max > 0 && b.max > b.arena+b.other {
+			newCap = min(newCap, max(b.max-b.arena-b.other, size))
 		}
 		buf := make([]byte, size, newCap)
 		copy(buf, m.buf)
 		m.buf = buf
 	}
-	b.guest = size
+	b.guest = uint64(cap(m.buf))
 	return m.buf
 }
 
