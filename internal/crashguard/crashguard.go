@@ -1,7 +1,8 @@
-// Package crashguard keeps a host from crashing twice on the same plugin version. Before a host loads a
-// version it records it in a folder on node-local disk and removes the record once the load ends; a record
-// still there when the host starts again means that load crashed the host, and the guard refuses that version
-// from then on, across restarts, until the plugin's version (its digest or spec) changes.
+// Package crashguard keeps a host from crashing again and again on the same plugin version. Before a host
+// loads a version it records it in a folder on node-local disk and removes the record once the load ends; a
+// record still there when the host starts again makes that version a suspect, which loads again alone among
+// suspects; a suspect whose load is still recorded at the next start crashed the host twice, and the guard
+// refuses it from then on, across restarts, until the plugin's version (its digest or spec) changes.
 //
 //	g, err := crashguard.Open("/var/lib/wasm-operator/host")
 //	if err := g.Begin("default/greet", versionKey); err != nil {
@@ -28,10 +29,10 @@ import (
 const (
 	stateLoading = "loading"
 	stateCrashed = "crashed"
-	// stateSuspect is a load that was in progress beside others when the host stopped: any of them may
-	// have crashed it, so none is refused yet. Suspects load again one at a time (see Begin), beside
-	// loads that are not suspect; when the host stops during a suspect's load, that suspect is the one
-	// refused and the loads beside it become suspects.
+	// stateSuspect is a load that was in progress when the host stopped: it may have crashed the host,
+	// or a call or another load beside it may have. Suspects load again one at a time (see Begin),
+	// beside loads that are not suspect; when the host stops again during a suspect's load, that suspect
+	// is refused and the loads beside it become suspects.
 	stateSuspect = "suspect"
 )
 
@@ -65,9 +66,10 @@ type Guard struct {
 	held     map[string]bool // plugin -> its load holds suspects
 }
 
-// Open opens (creating it) the guard's folder and marks the load that was in progress when the host last
-// stopped as crashed; when several were, it marks them suspect, so that another team's plugin that
-// happened to load beside the one that crashed the host is not refused for it.
+// Open opens (creating it) the guard's folder and marks the loads that were in progress when the host last
+// stopped as suspects, or as crashed for a suspect's second: a crash during a load does not prove the
+// load caused it (a call of another plugin, an OOM kill or another plugin's load beside it may have), so
+// another team's plugin is never refused for one crash.
 func Open(dir string) (*Guard, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create crash guard folder: %w", err)
@@ -77,7 +79,7 @@ func Open(dir string) (*Guard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read crash guard folder: %w", err)
 	}
-	loading := map[string]record{}
+	loading := map[string]record{} // by path
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
@@ -93,28 +95,18 @@ func Open(dir string) (*Guard, error) {
 		}
 	}
 	for path, r := range loading {
-		if err := writeRecord(path, record{Plugin: r.Plugin, Version: r.Version, Since: r.Since,
-			State: crashState(r, loading)}); err != nil {
+		// Suspects load one at a time, so at most one was loading as a suspect: that one crashed the
+		// host twice. Any other load becomes a suspect: the host may have crashed during a call, or
+		// have been killed, while it loaded.
+		state := stateSuspect
+		if r.Suspect {
+			state = stateCrashed
+		}
+		if err := writeRecord(path, record{Plugin: r.Plugin, Version: r.Version, Since: r.Since, State: state}); err != nil {
 			return nil, err
 		}
 	}
 	return g, nil
-}
-
-// crashState is what a load r in progress when the host stopped becomes, given all that were: crashed when
-// it alone can have crashed the host (the only load, or the only suspect's), else suspect.
-func crashState(r record, loading map[string]record) string {
-	var n, suspects int
-	for _, l := range loading {
-		n++
-		if l.Suspect {
-			suspects++
-		}
-	}
-	if (suspects == 0 && n == 1) || (suspects == 1 && r.Suspect) {
-		return stateCrashed
-	}
-	return stateSuspect
 }
 
 // Begin records that the host starts loading version of plugin, unless that version crashed the host

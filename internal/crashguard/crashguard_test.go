@@ -19,8 +19,8 @@ func open(t *testing.T, dir string) *Guard {
 	return g
 }
 
-// A load that ends is forgotten; a load still recorded at the next start is refused from then on, across
-// restarts, until the version changes; other plugins load.
+// A load that ends is forgotten; a load still recorded at two starts in a row (the second time as the one
+// suspect) is refused from then on, across restarts, until the version changes; other plugins load.
 func TestCrashedVersionRefused(t *testing.T) {
 	dir := t.TempDir()
 	g := open(t, dir)
@@ -31,7 +31,12 @@ func TestCrashedVersionRefused(t *testing.T) {
 	if err := g.Begin("ns/bad", "v1"); err != nil {
 		t.Fatal(err)
 	}
-	// The host crashes here: no Done.
+	// The host crashes here: no Done. One crash makes a suspect, which loads again.
+	g = open(t, dir)
+	if err := g.Begin("ns/bad", "v1"); err != nil {
+		t.Fatalf("after one crash: %v", err)
+	}
+	// The host crashes again during the suspect's load.
 
 	for restart := range 2 {
 		g = open(t, dir)
@@ -66,7 +71,7 @@ func TestCrashBesideOtherLoads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// The host crashes with three loads in progress: all suspects.
+	// The host crashes with three loads in progress: all suspects, none refused.
 	g = open(t, dir)
 	if err := g.Begin("other/innocent", "v1"); err != nil {
 		t.Fatalf("a plugin that loaded beside the crash: %v", err)
