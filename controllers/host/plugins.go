@@ -123,7 +123,11 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 	}
 
 	if h.Guard != nil {
-		if err := h.Guard.Begin(key.String(), want); err != nil {
+		err := h.Guard.Begin(key.String(), want)
+		if errors.Is(err, crashguard.ErrSuspectLoading) {
+			return fmt.Errorf("load %s: %w", controllers.ShortDigest(digest), err) // tried again with backoff
+		}
+		if err != nil {
 			// Retrying would crash the host again: the version stays Failed until it changes.
 			msg := fmt.Sprintf("load %s: %v", controllers.ShortDigest(digest), err)
 			if cur := p.cur.Load(); cur != nil {

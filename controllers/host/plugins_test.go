@@ -203,8 +203,9 @@ func TestRevokedPermissionStopsServing(t *testing.T) {
 	}
 }
 
-// TestCrashedVersionRefused: a version whose load was in progress when the host last stopped is refused
-// (Failed, "crashed the host") without loading it, while other plugins load; a new version loads again.
+// TestCrashedVersionRefused: a version whose load was in progress at two crashes in a row (the second
+// time as a suspect) is refused (Failed, "crashed the host") without loading it, while other plugins
+// load; a new version loads again.
 func TestCrashedVersionRefused(t *testing.T) {
 	tb := newTable(t, "greet", "count-vowels")
 	dir := t.TempDir()
@@ -213,13 +214,16 @@ func TestCrashedVersionRefused(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The host began loading this version and crashed.
-	if err := g.Begin("default/bad", versionKey(crashed, tb.digests["greet"])); err != nil {
-		t.Fatal(err)
+	// The host began loading this version and crashed, twice.
+	for range 2 {
+		if err := g.Begin("default/bad", versionKey(crashed, tb.digests["greet"])); err != nil {
+			t.Fatal(err)
+		}
+		if g, err = crashguard.Open(dir); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if tb.Guard, err = crashguard.Open(dir); err != nil { // restarted
-		t.Fatal(err)
-	}
+	tb.Guard = g // restarted
 	if err := tb.Ensure(context.Background(), crashed); err != nil {
 		t.Fatalf("Ensure of the crashed version: %v (it must not be retried)", err)
 	}

@@ -44,6 +44,10 @@ type record struct {
 	Since   time.Time `json:"since"`
 }
 
+// ErrSuspectLoading is returned by Begin for a suspect while another suspect loads: suspects load one at
+// a time, and the caller tries again later rather than hold a worker meanwhile.
+var ErrSuspectLoading = errors.New("it was loading when the host last crashed, and waits while another such plugin loads first")
+
 // CrashedError is returned by Begin for a version whose load crashed the host before.
 type CrashedError struct {
 	Plugin, Version string
@@ -111,8 +115,8 @@ func Open(dir string) (*Guard, error) {
 
 // Begin records that the host starts loading version of plugin, unless that version crashed the host
 // before: then it returns a *CrashedError and records nothing. A crash record of another version of the
-// plugin is dropped: the plugin changed. A suspect version waits for the load of any other suspect to end.
-// After a nil error, call Done when the load ends.
+// plugin is dropped: the plugin changed. A suspect version gets ErrSuspectLoading while another suspect
+// loads. After a nil error, call Done when the load ends.
 func (g *Guard) Begin(plugin, version string) error {
 	path := g.path(plugin)
 	g.mu.Lock()
@@ -123,8 +127,8 @@ func (g *Guard) Begin(plugin, version string) error {
 		return &CrashedError{Plugin: plugin, Version: version, Since: r.Since}
 	}
 	suspect := known && r.State == stateSuspect
-	if suspect {
-		g.suspects.Lock()
+	if suspect && !g.suspects.TryLock() {
+		return ErrSuspectLoading
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
