@@ -78,8 +78,16 @@ type callCtx struct {
 
 type instanceKey struct{}
 
-func (c *callCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *callCtx) Done() <-chan struct{}       { return c.inst.killCh }
+// Deadline is the call's: its timeout or the caller's deadline, whichever comes first, so that a host
+// function waiting on a service (Redis, HTTP) gives up with the call instead of after it.
+func (c *callCtx) Deadline() (time.Time, bool) {
+	d, ok := c.parent.Deadline()
+	if t := c.inst.deadline; !t.IsZero() && (!ok || t.Before(d)) {
+		return t, true
+	}
+	return d, ok
+}
+func (c *callCtx) Done() <-chan struct{} { return c.inst.killCh }
 func (c *callCtx) Err() error {
 	switch c.inst.killReason.Load() {
 	case sys.ExitCodeDeadlineExceeded:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	goruntime "runtime"
 	"slices"
@@ -117,6 +118,35 @@ func TestKVRedisDown(t *testing.T) {
 		t.Fatalf("increment with Redis down = rc %d, %v; want a call error naming the store", rc, err)
 	}
 	mustCall(t, newInstance(t, p), "ping", "", "pong")
+}
+
+// A Redis that accepts connections and never answers holds a kv call no longer than the call: the
+// caller's deadline reaches the store's socket (it waited out two 2 s read timeouts before).
+func TestKVRedisSilentKeepsTheDeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { c.Close() }) // read nothing, answer nothing
+		}
+	}()
+	r, _ := kv.NewRedis(kv.RedisOptions{Address: ln.Addr().String()})
+	defer r.Close()
+	p := kvPlugin(t, newTestEngine(t), r.Store("ns/silent", kv.Limits{MaxBytes: 1 << 10, MaxKeys: 10}), 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, rc, err := newInstance(t, p).Call(ctx, "increment", nil)
+	if d := time.Since(start); rc == 0 || err == nil || d > time.Second {
+		t.Fatalf("increment against a silent Redis with a 300ms deadline: rc %d, %v after %v", rc, err, d)
+	}
 }
 
 func TestKVNeedsAStore(t *testing.T) {

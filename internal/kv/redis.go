@@ -56,7 +56,9 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 		ReadTimeout:  2 * time.Second,
 		WriteTimeout: 2 * time.Second,
 		MaxRetries:   1,
-		TLSConfig:    o.TLS,
+		// And never past the plugin call's own deadline.
+		ContextTimeoutEnabled: true,
+		TLSConfig:             o.TLS,
 		// Keep the handshake to what every Redis since 6 accepts.
 		DisableIdentity: true,
 		Protocol:        2,
