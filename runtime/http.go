@@ -124,15 +124,13 @@ func port(u *url.URL) uint16 {
 
 func (g *httpGuard) allows(host string) bool {
 	for _, pattern := range g.allowed {
-		if glob(pattern, host) {
+		if netguard.Glob(pattern, host) {
 			return true
 		}
 	}
 	return false
 }
 
-// glob matches s against pattern, where '*' matches any run of characters and '?' one.
-func glob(pattern, s string) bool { return netguard.Glob(pattern, s) }
 
 // internalName reports names that only mean something inside a cluster or a host: they are
 // refused before any lookup, and their addresses would be refused at dial time anyway.

@@ -121,3 +121,28 @@ func TestDialerChecksResolvedAddress(t *testing.T) {
 		t.Fatalf("dial a loopback literal: %v", err)
 	}
 }
+
+func TestGlob(t *testing.T) {
+	cases := []struct {
+		pattern, host string
+		want          bool
+	}{
+		{"api.example.com", "api.example.com", true},
+		{"api.example.com", "api.example.org", false},
+		{"*.example.org", "a.example.org", true},
+		{"*.example.org", "a.b.example.org", true},
+		{"*.example.org", "example.org", false},
+		{"*.example.org", "example.org.evil.com", false},
+		{"*.example.org", "evil-example.org", false},
+		{"jsonplaceholder.*.com", "jsonplaceholder.typicode.com", true},
+		{"google.*", "google.com", true},
+		{"google.*", "jsonplaceholder.typicode.com", false},
+		{"api?.example.com", "api1.example.com", true},
+		{"*", "anything.at.all", true},
+	}
+	for _, c := range cases {
+		if got := Glob(c.pattern, c.host); got != c.want {
+			t.Errorf("Glob(%q, %q) = %v, want %v", c.pattern, c.host, got, c.want)
+		}
+	}
+}
