@@ -131,7 +131,6 @@ func (g *httpGuard) allows(host string) bool {
 	return false
 }
 
-
 // internalName reports names that only mean something inside a cluster or a host: they are
 // refused before any lookup, and their addresses would be refused at dial time anyway.
 func internalName(host string) bool {
