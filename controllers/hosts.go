@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +15,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
+
+	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
 )
 
 // hostSetInterval is how often the host set is recomputed: a Lease expiring is noticed within it.
@@ -92,16 +93,16 @@ func (h *hostSet) get(ctx context.Context) ([]Host, error) {
 // compute lists the hosts whose Lease has not expired, with their Node's labels, sorted by node.
 func (h *hostSet) compute(ctx context.Context) ([]Host, error) {
 	var leases coordinationv1.LeaseList
-	if err := h.client.List(ctx, &leases, client.InNamespace(h.namespace), client.HasLabels{HostLeaseLabel}); err != nil {
+	if err := h.client.List(ctx, &leases, client.InNamespace(h.namespace), client.HasLabels{hostcontract.LeaseLabel}); err != nil {
 		return nil, fmt.Errorf("list host leases: %w", err)
 	}
 	now := h.now()
 	hosts := []Host{}
 	for i := range leases.Items {
-		if !leaseLive(&leases.Items[i], now) {
+		if !hostcontract.LeaseLive(&leases.Items[i], now) {
 			continue
 		}
-		node := strings.TrimPrefix(leases.Items[i].Name, HostLeasePrefix)
+		node := hostcontract.LeaseNode(leases.Items[i].Name)
 		host := Host{Node: node}
 		var n corev1.Node
 		if err := h.client.Get(ctx, types.NamespacedName{Name: node}, &n); err == nil {
@@ -113,13 +114,4 @@ func (h *hostSet) compute(ctx context.Context) ([]Host, error) {
 	}
 	sort.Slice(hosts, func(i, j int) bool { return hosts[i].Node < hosts[j].Node })
 	return hosts, nil
-}
-
-// leaseLive reports whether a Lease is held and not expired at now.
-func leaseLive(l *coordinationv1.Lease, now time.Time) bool {
-	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity == "" || l.Spec.RenewTime == nil ||
-		l.Spec.LeaseDurationSeconds == nil {
-		return false
-	}
-	return now.Before(l.Spec.RenewTime.Add(time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second))
 }

@@ -59,9 +59,15 @@ func (g *StoreGC) Collect(ctx context.Context) (store.GCResult, error) {
 		if a := p.Status.Artifact; a != nil {
 			keep[a.Digest] = true
 		}
-		for _, n := range p.Status.Nodes {
-			if n.Digest != "" {
-				keep[n.Digest] = true
+	}
+	var hosts wasmv1.WasmHostList
+	if err := r.List(ctx, &hosts); err != nil {
+		return store.GCResult{}, fmt.Errorf("list host reports: %w", err)
+	}
+	for _, h := range hosts.Items {
+		for _, p := range h.Status.Plugins {
+			if p.Digest != "" {
+				keep[p.Digest] = true
 			}
 		}
 	}

@@ -15,9 +15,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -31,6 +31,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
 	fetch "github.com/wasm-operator/wasm-operator/internal/source"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/runtime"
@@ -39,6 +40,7 @@ import (
 // +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmplugins,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmplugins/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmplugins/finalizers,verbs=update
+// +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmhosts,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps;secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
@@ -47,19 +49,18 @@ import (
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=authorization.k8s.io,resources=subjectaccessreviews,verbs=create
 
-// Labels and names of the node hosts' Leases.
-const (
-	// HostLeasePrefix starts the name of each host's Lease: wasm-host-<node>.
-	HostLeasePrefix = "wasm-host-"
-	// HostLeaseLabel marks host Leases, so the controller lists only those.
-	HostLeaseLabel = "wasm-operator.dev/host"
-)
-
 // Index keys of the field indexes the reconciler registers.
 const (
 	indexConfigMap = "spec.source.configMap.name"
 	indexSecret    = "spec.source.secrets"
+	// indexHostPlugin indexes WasmHosts by the plugins they report (hostcontract.PluginKey).
+	indexHostPlugin = "status.plugins"
 )
+
+// DefaultReportCoalesce is how long the controller gathers host reports of a plugin before it reconciles
+// it: a rollout to a thousand nodes, whose hosts report within seconds of each other, makes a few status
+// writes instead of one per node.
+const DefaultReportCoalesce = time.Second
 
 // Client limits and parallelism of `manager controller`, above controller-runtime's defaults (20 QPS, burst
 // 30, one reconcile at a time): bringing a plugin to Ready takes two writes (finalizer, status), so 500
@@ -94,6 +95,9 @@ type WasmPluginReconciler struct {
 	MaxConcurrentReconciles int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// ReportCoalesce is how long host reports are gathered before a reconcile; 0 means
+	// DefaultReportCoalesce.
+	ReportCoalesce time.Duration
 
 	fetches fetchCache
 	modules moduleCache
@@ -125,6 +129,16 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}); err != nil {
 		return fmt.Errorf("index secret references: %w", err)
 	}
+	if err := idx.IndexField(ctx, &wasmv1.WasmHost{}, indexHostPlugin, func(o client.Object) []string {
+		ps := o.(*wasmv1.WasmHost).Status.Plugins
+		out := make([]string, len(ps))
+		for i, p := range ps {
+			out[i] = hostcontract.PluginKey(types.NamespacedName{Namespace: p.Namespace, Name: p.Name})
+		}
+		return out
+	}); err != nil {
+		return fmt.Errorf("index host reports: %w", err)
+	}
 	r.hosts = hostSet{client: mgr.GetClient(), namespace: r.HostNamespace, now: r.now}
 	if err := mgr.Add(&r.hosts); err != nil {
 		return err
@@ -142,30 +156,101 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// The host set (live Leases and their Nodes' labels) is watched by hostSet, which enqueues every
 		// plugin when it changes: renewals, which change nothing, cost no reconcile.
 		WatchesRawSource(source.Channel(r.hosts.events(), handler.EnqueueRequestsFromMapFunc(r.all))).
+		// A host's report enqueues the plugins whose entry changed, after ReportCoalesce: reports of many
+		// hosts within that time make one reconcile.
+		Watches(&wasmv1.WasmHost{}, r.reportsChanged()).
 		WithOptions(controller.Options{MaxConcurrentReconciles: workers}).
 		Complete(r)
 }
 
 // specOrStatusChanged leaves out updates that change neither the spec, the status nor the deletion, such as
-// the one adding the finalizer: a reconcile for it would read the cache from before its own status write and
-// write the same status again.
-//
-// Changes of the hosts' counters (calls, idle, busy) are left out too: they change no condition, and hosts
-// write them every few seconds.
+// a label's: a reconcile for it would read the cache from before its own status write and write the same
+// status again.
 var specOrStatusChanged = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	o, n := e.ObjectOld.(*wasmv1.WasmPlugin), e.ObjectNew.(*wasmv1.WasmPlugin)
 	return o.Generation != n.Generation || !n.DeletionTimestamp.Equal(o.DeletionTimestamp) ||
-		!equality.Semantic.DeepEqual(withoutCounters(o.Status), withoutCounters(n.Status))
+		!equality.Semantic.DeepEqual(o.Status, n.Status)
 }}
 
-// withoutCounters is a status with its node entries reduced to what conditions depend on.
-func withoutCounters(st wasmv1.WasmPluginStatus) wasmv1.WasmPluginStatus {
-	nodes := make([]wasmv1.NodeStatus, len(st.Nodes))
-	for i, n := range st.Nodes {
-		nodes[i] = wasmv1.NodeStatus{Name: n.Name, Digest: n.Digest, Phase: n.Phase, Message: n.Message}
+// reportsChanged enqueues, ReportCoalesce later, the plugins whose entries a WasmHost update added, changed
+// or removed; a created or deleted WasmHost enqueues all of its plugins.
+func (r *WasmPluginReconciler) reportsChanged() handler.Funcs {
+	delay := r.ReportCoalesce
+	if delay == 0 {
+		delay = DefaultReportCoalesce
 	}
-	st.Nodes = nodes
-	return st
+	enqueue := func(q workqueue.TypedRateLimitingInterface[reconcile.Request], keys map[types.NamespacedName]bool) {
+		for k := range keys {
+			q.AddAfter(reconcile.Request{NamespacedName: k}, delay)
+		}
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, ChangedReports(nil, e.Object.(*wasmv1.WasmHost)))
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			enqueue(q, ChangedReports(e.ObjectOld.(*wasmv1.WasmHost), e.ObjectNew.(*wasmv1.WasmHost)))
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			if h, ok := e.Object.(*wasmv1.WasmHost); ok {
+				enqueue(q, ChangedReports(h, nil))
+			}
+		},
+	}
+}
+
+// ChangedReports lists the plugins whose entry differs between two versions of a WasmHost (nil for none).
+// The entry's since time alone is no change.
+func ChangedReports(old, cur *wasmv1.WasmHost) map[types.NamespacedName]bool {
+	entries := func(h *wasmv1.WasmHost) map[types.NamespacedName]wasmv1.HostPlugin {
+		m := map[types.NamespacedName]wasmv1.HostPlugin{}
+		if h != nil {
+			for _, p := range h.Status.Plugins {
+				p.Since = nil
+				m[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
+			}
+		}
+		return m
+	}
+	o, n := entries(old), entries(cur)
+	out := map[types.NamespacedName]bool{}
+	for k, v := range n {
+		if ov, ok := o[k]; !ok || ov != v {
+			out[k] = true
+		}
+	}
+	for k := range o {
+		if _, ok := n[k]; !ok {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// reports returns what the live hosts report of a plugin, by node. Reports of hosts whose Lease expired
+// are left out: a lost host leaves the aggregate when it leaves the target set.
+func (r *WasmPluginReconciler) reports(ctx context.Context, key types.NamespacedName, hosts []Host) (map[string]wasmv1.HostPlugin, error) {
+	var list wasmv1.WasmHostList
+	if err := r.List(ctx, &list, client.MatchingFields{indexHostPlugin: hostcontract.PluginKey(key)}); err != nil {
+		return nil, fmt.Errorf("list host reports: %w", err)
+	}
+	live := make(map[string]bool, len(hosts))
+	for _, h := range hosts {
+		live[h.Node] = true
+	}
+	out := map[string]wasmv1.HostPlugin{}
+	for i := range list.Items {
+		h := &list.Items[i]
+		if !live[h.Spec.NodeName] {
+			continue
+		}
+		for _, p := range h.Status.Plugins {
+			if p.Namespace == key.Namespace && p.Name == key.Name {
+				out[h.Spec.NodeName] = p
+			}
+		}
+	}
+	return out, nil
 }
 
 func (r *WasmPluginReconciler) referencing(index string) handler.MapFunc {
@@ -214,21 +299,24 @@ func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	if !obj.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.finalize(ctx, obj)
 	}
-	if !controllerutil.ContainsFinalizer(obj, wasmv1.WasmPluginFinalizer) {
-		patch := client.MergeFrom(obj.DeepCopy())
-		controllerutil.AddFinalizer(obj, wasmv1.WasmPluginFinalizer)
-		if err := r.Patch(ctx, obj, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
-		}
+	if err := r.dropFinalizer(ctx, obj); err != nil {
+		return ctrl.Result{}, err
 	}
-
-	before := obj.DeepCopy()
-	o, refreshIn := r.reconcileSource(ctx, obj)
 	hosts, err := r.hosts.get(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	ComputeStatus(obj, o, hosts, r.now())
+	reports, err := r.reports(ctx, req.NamespacedName, hosts)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if a := obj.Status.Artifact; a != nil && CorruptReported(reports) {
+		r.checkStored(ctx, a.Digest)
+	}
+
+	before := obj.DeepCopy()
+	o, refreshIn := r.reconcileSource(ctx, obj)
+	ComputeStatus(obj, o, hosts, reports, r.now())
 	if err := r.patchStatus(ctx, before, obj); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -320,7 +408,7 @@ func validForGeneration(obj *wasmv1.WasmPlugin) bool {
 		return false
 	}
 	switch ready.Reason {
-	case wasmv1.ReasonSucceeded, wasmv1.ReasonWaitingForNodes, wasmv1.ReasonNodesFailed:
+	case wasmv1.ReasonSucceeded, wasmv1.ReasonWaitingForNodes, wasmv1.ReasonNodesFailed, wasmv1.ReasonNoHosts:
 		return true
 	}
 	return false
@@ -338,9 +426,6 @@ type resolved struct {
 // so plugins sharing a module cause one fetch.
 func (r *WasmPluginReconciler) resolve(ctx context.Context, obj *wasmv1.WasmPlugin) (resolved, time.Duration, error) {
 	spec := &obj.Spec
-	if a := obj.Status.Artifact; a != nil && CorruptReported(obj.Status.Nodes) {
-		r.checkStored(ctx, a.Digest)
-	}
 	if spec.Source.ConfigMap != nil {
 		return r.resolveConfigMap(ctx, obj)
 	}
@@ -570,7 +655,7 @@ func (r *WasmPluginReconciler) resolveConfigMap(ctx context.Context, obj *wasmv1
 	}
 	if has, _ := r.Store.Has(res.Digest); !has {
 		r.fetches.forget(key) // removed from the cache since: read it again on the next reconcile
-		return resolved{}, 0, fmt.Errorf("module %s of configmap %s/%s left the cache; storing it again", ShortDigest(res.Digest), obj.Namespace, ref.Name)
+		return resolved{}, 0, fmt.Errorf("module %s of configmap %s/%s left the cache; storing it again", hostcontract.ShortDigest(res.Digest), obj.Namespace, ref.Name)
 	}
 	if err := fetch.CheckDigest(obj.Spec.SHA256, res.Digest); err != nil {
 		return resolved{}, 0, classifyFetch(err)
@@ -586,11 +671,11 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 		// A corrupt file in the cache is not the user's to fix: the store removed it, and the next
 		// reconcile fetches the module again.
 		if errors.Is(err, runtime.ErrInvalidModule) {
-			return stall(wasmv1.ReasonInvalidModule, "module %s: %w", ShortDigest(res.Digest), err)
+			return stall(wasmv1.ReasonInvalidModule, "module %s: %w", hostcontract.ShortDigest(res.Digest), err)
 		}
 		if errors.Is(err, runtime.ErrModuleTooComplex) {
 			return stall(wasmv1.ReasonModuleTooComplex, "module %s: %w; use a smaller module or raise the limit on the controller and the hosts",
-				ShortDigest(res.Digest), err)
+				hostcontract.ShortDigest(res.Digest), err)
 		}
 		return err
 	}
@@ -598,9 +683,9 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 	if err := mod.Check(cfg.Permissions, cfg.Limits); err != nil {
 		se := classifyModule(err)
 		if se.Reason == wasmv1.ReasonPermissionDenied {
-			se.Err = fmt.Errorf("module %s: %w; grant it in spec.permissions or use a module that does not import it", ShortDigest(res.Digest), err)
+			se.Err = fmt.Errorf("module %s: %w; grant it in spec.permissions or use a module that does not import it", hostcontract.ShortDigest(res.Digest), err)
 		} else {
-			se.Err = fmt.Errorf("module %s: %w", ShortDigest(res.Digest), err)
+			se.Err = fmt.Errorf("module %s: %w", hostcontract.ShortDigest(res.Digest), err)
 		}
 		return se
 	}
@@ -608,7 +693,7 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 	if st.Artifact == nil || st.Artifact.Digest != res.Digest {
 		now := metav1.NewTime(r.now())
 		path, _ := store.RelPath(res.Digest)
-		st.Artifact = &wasmv1.Artifact{Digest: res.Digest, ShortDigest: ShortDigest(res.Digest), Size: res.Size,
+		st.Artifact = &wasmv1.Artifact{Digest: res.Digest, ShortDigest: hostcontract.ShortDigest(res.Digest), Size: res.Size,
 			Path: path, Source: res.Source, LastUpdateTime: &now}
 	} else if res.Source != "" {
 		st.Artifact.Source = res.Source
@@ -618,49 +703,16 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 	return nil
 }
 
-// patchStatus writes the status if it changed. The entries of hosts that are gone are removed as their own
-// hosts remove them, by applying an empty list under the host's field manager: exactly that entry goes,
-// whatever other hosts write meanwhile, and the controller's merge patch never carries status.nodes.
+// patchStatus writes the status if it changed. Host reports live in WasmHosts, so the controller is the only
+// writer of a WasmPlugin's status, and a merge patch of what changed is all it takes.
 func (r *WasmPluginReconciler) patchStatus(ctx context.Context, before, obj *wasmv1.WasmPlugin) error {
-	key := client.ObjectKeyFromObject(obj)
-	kept := map[string]bool{}
-	for _, n := range obj.Status.Nodes {
-		kept[n.Name] = true
-	}
-	for _, n := range before.Status.Nodes {
-		if !kept[n.Name] {
-			if err := ApplyNodeEntries(ctx, r.Client, key, n.Name, nil); err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("remove the entry of gone host %s: %w", n.Name, err)
-			}
-		}
-	}
-	patched := obj.DeepCopy()
-	patched.Status.Nodes = before.Status.Nodes
-	if equality.Semantic.DeepEqual(before.Status, patched.Status) {
+	if equality.Semantic.DeepEqual(before.Status, obj.Status) {
 		return nil
 	}
-	if err := r.Status().Patch(ctx, patched, client.MergeFrom(before)); err != nil {
+	if err := r.Status().Patch(ctx, obj, client.MergeFrom(before)); err != nil {
 		return fmt.Errorf("patch status: %w", err)
 	}
 	return nil
-}
-
-// HostFieldManager is the server-side apply field manager under which the host of node writes its entry of
-// status.nodes.
-func HostFieldManager(node string) string { return HostLeasePrefix + node }
-
-// ApplyNodeEntries applies the status.nodes entries of node's host (one entry, or none to remove it) with
-// server-side apply under that host's field manager, leaving every other field and entry alone.
-func ApplyNodeEntries(ctx context.Context, c client.Client, key types.NamespacedName, node string, entries []any) error {
-	if entries == nil {
-		entries = []any{}
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": wasmv1.GroupVersion.String(), "kind": "WasmPlugin",
-		"metadata": map[string]any{"name": key.Name, "namespace": key.Namespace},
-		"status":   map[string]any{"nodes": entries},
-	}}
-	return c.Status().Patch(ctx, u, client.Apply, client.FieldOwner(HostFieldManager(node)), client.ForceOwnership)
 }
 
 func (r *WasmPluginReconciler) emitEvents(before, obj *wasmv1.WasmPlugin, o outcome) {
@@ -680,19 +732,28 @@ func (r *WasmPluginReconciler) emitEvents(before, obj *wasmv1.WasmPlugin, o outc
 	}
 }
 
-// finalize removes the finalizer. The artifact needs no other cleanup: the store's GC finds it unreferenced
-// once no WasmPlugin names it and removes it after its grace period.
+// finalize forgets a deleted plugin. Nothing else is left to clean: the store's GC finds its artifact
+// unreferenced and removes it after its grace period, and each host unloads it when it sees it go. A
+// finalizer set by an earlier version is removed, so the deletion completes.
 func (r *WasmPluginReconciler) finalize(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 	r.stalls.Delete(obj.UID)
+	if err := r.dropFinalizer(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
+		return err
+	}
+	ctrl.LoggerFrom(ctx).V(1).Info("released", "plugin", klog.KObj(obj))
+	return nil
+}
+
+// dropFinalizer removes wasmv1.WasmPluginFinalizer, which earlier versions set and which has no job left.
+func (r *WasmPluginReconciler) dropFinalizer(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 	if !controllerutil.ContainsFinalizer(obj, wasmv1.WasmPluginFinalizer) {
 		return nil
 	}
 	patch := client.MergeFrom(obj.DeepCopy())
 	controllerutil.RemoveFinalizer(obj, wasmv1.WasmPluginFinalizer)
-	if err := r.Patch(ctx, obj, patch); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove finalizer: %w", err)
+	if err := r.Patch(ctx, obj, patch); err != nil {
+		return fmt.Errorf("remove the finalizer of an earlier version: %w", err)
 	}
-	ctrl.LoggerFrom(ctx).V(1).Info("released", "plugin", klog.KObj(obj))
 	return nil
 }
 

@@ -35,8 +35,10 @@ import (
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
 	"github.com/wasm-operator/wasm-operator/internal/source"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
@@ -199,12 +201,12 @@ func TestSources(t *testing.T) {
 				spec.SHA256 = strings.TrimPrefix(digestOf(tt.module), "sha256:")
 			}
 			newPlugin(t, tt.name, spec)
-			p := waitFor(t, tt.name, wasmv1.ReasonSucceeded)
+			p := waitFor(t, tt.name, wasmv1.ReasonNoHosts)
 			a := p.Status.Artifact
 			if a.Digest != digestOf(tt.module) || a.Size != int64(len(tt.module)) || !strings.Contains(a.Source, tt.wantSource) {
 				t.Fatalf("artifact = %+v, want digest %s, size %d, source with %q", a, digestOf(tt.module), len(tt.module), tt.wantSource)
 			}
-			if a.Path != "modules/sha256/"+strings.TrimPrefix(a.Digest, "sha256:")+".wasm" || a.ShortDigest != ShortDigest(a.Digest) {
+			if a.Path != "modules/sha256/"+strings.TrimPrefix(a.Digest, "sha256:")+".wasm" || a.ShortDigest != hostcontract.ShortDigest(a.Digest) {
 				t.Fatalf("artifact path/short digest = %q/%q", a.Path, a.ShortDigest)
 			}
 			if stored, err := reconciler.Store.Get(a.Digest); err != nil || !bytes.Equal(stored, tt.module) {
@@ -213,11 +215,12 @@ func TestSources(t *testing.T) {
 			if m := p.Status.Module; m == nil || !contains(m.Exports, tt.export) || m.ABI != "extism" {
 				t.Fatalf("module info = %+v, want export %s, abi extism", m, tt.export)
 			}
-			if s := kstatus(t, p); s != status.CurrentStatus {
-				t.Fatalf("kstatus = %s, want Current", s)
+			// Valid, but no host runs: not Ready, and kstatus waits (Reconciling), as kubectl wait and Flux do.
+			if s := kstatus(t, p); s != status.InProgressStatus {
+				t.Fatalf("kstatus = %s with no live host, want InProgress", s)
 			}
-			if !controllerHasFinalizer(p) {
-				t.Fatal("no finalizer")
+			if len(p.Finalizers) != 0 {
+				t.Fatalf("finalizers %v: the controller sets none", p.Finalizers)
 			}
 		})
 	}
@@ -230,10 +233,6 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-func controllerHasFinalizer(p *wasmv1.WasmPlugin) bool {
-	return contains(p.Finalizers, wasmv1.WasmPluginFinalizer)
 }
 
 // TestStalls covers the failures only the user can fix: each is Stalled with a reason that says what to do,
@@ -288,7 +287,7 @@ func TestRetryThenReady(t *testing.T) {
 	srv := newModuleServer(t, map[string][]byte{"/flaky.wasm": greet})
 	srv.fail["/flaky.wasm"].Store(2)
 	newPlugin(t, "flaky", httpSpec(srv.URL+"/flaky.wasm"))
-	p := waitFor(t, "flaky", wasmv1.ReasonSucceeded)
+	p := waitFor(t, "flaky", wasmv1.ReasonNoHosts)
 	if n := srv.requests["/flaky.wasm"].Load(); n != 3 {
 		t.Fatalf("%d requests, want 3 (two 500s, then the module)", n)
 	}
@@ -317,7 +316,7 @@ func TestTransientFailure(t *testing.T) {
 		t.Fatalf("Ready message %q does not give the server's answer", readyMessage(p))
 	}
 	srv.fail["/down.wasm"].Store(0)
-	p = waitFor(t, "down", wasmv1.ReasonSucceeded)
+	p = waitFor(t, "down", wasmv1.ReasonNoHosts)
 	if meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionFetchFailed) != nil {
 		t.Fatal("FetchFailed left after recovery")
 	}
@@ -328,7 +327,7 @@ func TestUpdateKeepsLastGood(t *testing.T) {
 	greet, vowels := module(t, "greet"), module(t, "count-vowels")
 	srv := newModuleServer(t, map[string][]byte{"/v1.wasm": greet, "/v2.wasm": vowels, "/broken.wasm": []byte("nope")})
 	newPlugin(t, "update", httpSpec(srv.URL+"/v1.wasm"))
-	p := waitFor(t, "update", wasmv1.ReasonSucceeded)
+	p := waitFor(t, "update", wasmv1.ReasonNoHosts)
 	first := p.Status.Artifact.Digest
 
 	p.Spec.Source.HTTP.URL = srv.URL + "/broken.wasm"
@@ -339,7 +338,7 @@ func TestUpdateKeepsLastGood(t *testing.T) {
 	if p.Status.Artifact == nil || p.Status.Artifact.Digest != first {
 		t.Fatalf("artifact after a broken update = %+v, want the last good %s", p.Status.Artifact, first)
 	}
-	if !strings.Contains(readyMessage(p), "hosts keep serving "+ShortDigest(first)) {
+	if !strings.Contains(readyMessage(p), "hosts keep serving "+hostcontract.ShortDigest(first)) {
 		t.Fatalf("Ready message %q does not say the old module keeps serving", readyMessage(p))
 	}
 
@@ -347,7 +346,7 @@ func TestUpdateKeepsLastGood(t *testing.T) {
 	if err := k8s.Update(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	p = waitFor(t, "update", wasmv1.ReasonSucceeded)
+	p = waitFor(t, "update", wasmv1.ReasonNoHosts)
 	if p.Status.Artifact.Digest != digestOf(vowels) || !contains(p.Status.Module.Exports, "count_vowels") {
 		t.Fatalf("artifact = %+v, module = %+v; want count-vowels", p.Status.Artifact, p.Status.Module)
 	}
@@ -368,7 +367,7 @@ func TestSuspendResume(t *testing.T) {
 	if err := k8s.Update(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "suspended", wasmv1.ReasonSucceeded)
+	waitFor(t, "suspended", wasmv1.ReasonNoHosts)
 }
 
 // TestSharedModuleFetchedOnce: 50 plugins of one URL cause one request.
@@ -379,7 +378,7 @@ func TestSharedModuleFetchedOnce(t *testing.T) {
 		newPlugin(t, fmt.Sprintf("shared-%d", i), httpSpec(srv.URL+"/shared.wasm"))
 	}
 	for i := range 50 {
-		waitFor(t, fmt.Sprintf("shared-%d", i), wasmv1.ReasonSucceeded)
+		waitFor(t, fmt.Sprintf("shared-%d", i), wasmv1.ReasonNoHosts)
 	}
 	if n := srv.requests["/shared.wasm"].Load(); n != 1 {
 		t.Fatalf("50 plugins sharing a module fetched it %d times, want 1", n)
@@ -393,7 +392,7 @@ func TestDeletionAndGC(t *testing.T) {
 	spec := httpSpec(srv.URL + "/c.wasm")
 	spec.Permissions = &wasmv1.Permissions{Vars: &wasmv1.VarsPermission{}}
 	p := newPlugin(t, "doomed", spec)
-	waitFor(t, "doomed", wasmv1.ReasonSucceeded)
+	waitFor(t, "doomed", wasmv1.ReasonNoHosts)
 	gc := &StoreGC{Reconciler: reconciler, Grace: time.Nanosecond}
 	if res, err := gc.Collect(context.Background()); err != nil || containsEntry(res.Removed, digestOf(wasm)) {
 		t.Fatalf("GC removed a referenced module or failed: %v %v", res.Removed, err)
@@ -441,7 +440,7 @@ func TestNodes(t *testing.T) {
 	}
 	lease := func(node string, seconds int32) *coordinationv1.Lease {
 		return &coordinationv1.Lease{
-			ObjectMeta: metav1.ObjectMeta{Name: HostLeasePrefix + node, Namespace: hostNS, Labels: map[string]string{HostLeaseLabel: node}},
+			ObjectMeta: metav1.ObjectMeta{Name: hostcontract.LeaseName(node), Namespace: hostNS, Labels: map[string]string{hostcontract.LeaseLabel: node}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node), LeaseDurationSeconds: ptr.To(seconds),
 				RenewTime: &metav1.MicroTime{Time: time.Now()}},
 		}
@@ -460,25 +459,21 @@ func TestNodes(t *testing.T) {
 		t.Fatalf("nodes %d/%d, kstatus %s; want 0/2 InProgress", p.Status.ReadyNodes, p.Status.TargetNodes, kstatus(t, p))
 	}
 
-	// Each host reports its entry as the node host does: server-side apply under its own field manager.
-	report := func(node string) {
-		entry := map[string]any{"name": node, "digest": p.Status.Artifact.Digest, "phase": "Ready"}
-		if err := ApplyNodeEntries(ctx, k8s, client.ObjectKeyFromObject(p), node, []any{entry}); err != nil {
-			t.Fatalf("report %s: %v", node, err)
-		}
+	// Each host reports the plugin in its own node's WasmHost.
+	for _, node := range []string{"node-a", "node-b"} {
+		report(t, node, wasmv1.HostPlugin{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation,
+			Digest: p.Status.Artifact.Digest, Phase: wasmv1.NodePhaseReady})
 	}
-	report("node-a")
-	report("node-b")
 	p = waitFor(t, "placed", wasmv1.ReasonSucceeded)
 	if p.Status.NodeSummary != "2/2" || kstatus(t, p) != status.CurrentStatus {
 		t.Fatalf("nodes %s, kstatus %s; want 2/2 Current", p.Status.NodeSummary, kstatus(t, p))
 	}
 
-	// node-b stops renewing: its Lease expires, it leaves the target set and its entry goes.
+	// node-b stops renewing: its Lease expires, it leaves the target set and the aggregate.
 	eventually(t, wait, func() (bool, string) {
 		p = get(t, "placed")
-		return p.Status.TargetNodes == 1 && len(p.Status.Nodes) == 1 && p.Status.Nodes[0].Name == "node-a",
-			fmt.Sprintf("target %d, nodes %+v", p.Status.TargetNodes, p.Status.Nodes)
+		return p.Status.TargetNodes == 1 && p.Status.UpdatedNodes == 1 && p.Status.NodeSummary == "1/1",
+			fmt.Sprintf("target %d, updated %d", p.Status.TargetNodes, p.Status.UpdatedNodes)
 	})
 	if c := meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionReady); c.Status != metav1.ConditionTrue {
 		t.Fatalf("Ready = %+v after a host left; node-a still serves", c)
@@ -489,11 +484,27 @@ func TestNodes(t *testing.T) {
 	if err := k8s.Update(ctx, p); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, wait, func() (bool, string) {
-		p = get(t, "placed")
-		return p.Status.ObservedGeneration == p.Generation && p.Status.TargetNodes == 0,
-			fmt.Sprintf("target %d", p.Status.TargetNodes)
+	p = waitFor(t, "placed", wasmv1.ReasonNoHosts)
+	want := "none of the 1 live node hosts runs on a node that spec.placement.nodeSelector selects"
+	if p.Status.TargetNodes != 0 || !strings.Contains(readyMessage(p), want) {
+		t.Fatalf("target %d, Ready message %q; want 0 and %q", p.Status.TargetNodes, readyMessage(p), want)
+	}
+}
+
+// report writes node's WasmHost with entries, as that node's host does.
+func report(t *testing.T, node string, entries ...wasmv1.HostPlugin) {
+	t.Helper()
+	ctx := context.Background()
+	h := &wasmv1.WasmHost{ObjectMeta: metav1.ObjectMeta{Name: node}}
+	_, err := controllerutil.CreateOrUpdate(ctx, k8s, h, func() error {
+		h.Spec.NodeName = node
+		h.Status = wasmv1.WasmHostStatus{Holder: node, Plugins: entries, PluginCount: int32(len(entries))}
+		return nil
 	})
+	if err != nil {
+		t.Fatalf("report %s: %v", node, err)
+	}
+	t.Cleanup(func() { _ = k8s.Delete(ctx, h) })
 }
 
 func TestParseHeaders(t *testing.T) {
@@ -521,7 +532,7 @@ func TestReferencedObjectsChange(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = k8s.Delete(ctx, cm) })
 	newPlugin(t, "from-changing-cm", wasmv1.WasmPluginSpec{Source: wasmv1.Source{ConfigMap: &wasmv1.ConfigMapSource{Name: "changing", Key: "plugin.wasm"}}})
-	waitFor(t, "from-changing-cm", wasmv1.ReasonSucceeded)
+	waitFor(t, "from-changing-cm", wasmv1.ReasonNoHosts)
 	v2 := testplugins.WithCustomSection(hello, "v", "2") // another digest, same code
 	cm.BinaryData["plugin.wasm"] = v2
 	if err := k8s.Update(ctx, cm); err != nil {
@@ -570,7 +581,7 @@ func TestReferencedObjectsChange(t *testing.T) {
 	if err := k8s.Update(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "with-secret", wasmv1.ReasonSucceeded)
+	waitFor(t, "with-secret", wasmv1.ReasonNoHosts)
 }
 
 func TestFetchCache(t *testing.T) {
@@ -644,7 +655,7 @@ func TestHostReportsCorruptModule(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = k8s.Delete(ctx, node) })
 	l := &coordinationv1.Lease{
-		ObjectMeta: metav1.ObjectMeta{Name: HostLeasePrefix + node.Name, Namespace: hostNS, Labels: map[string]string{HostLeaseLabel: node.Name}},
+		ObjectMeta: metav1.ObjectMeta{Name: hostcontract.LeaseName(node.Name), Namespace: hostNS, Labels: map[string]string{hostcontract.LeaseLabel: node.Name}},
 		Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(node.Name), LeaseDurationSeconds: ptr.To(int32(300)),
 			RenewTime: &metav1.MicroTime{Time: time.Now()}},
 	}
@@ -662,11 +673,9 @@ func TestHostReportsCorruptModule(t *testing.T) {
 		t.Fatal(err)
 	}
 	fetches := srv.requests["/c.wasm"].Load()
-	msg := "load " + ShortDigest(p.Status.Artifact.Digest) + ": " + MessageCorruptModule + "; the controller stores it again"
-	entry := map[string]any{"name": node.Name, "phase": "Failed", "message": msg}
-	if err := ApplyNodeEntries(ctx, k8s, client.ObjectKeyFromObject(p), node.Name, []any{entry}); err != nil {
-		t.Fatal(err)
-	}
+	msg := "load " + hostcontract.ShortDigest(p.Status.Artifact.Digest) + ": " + hostcontract.MessageCorruptModule + "; the controller stores it again"
+	report(t, node.Name, wasmv1.HostPlugin{Namespace: p.Namespace, Name: p.Name, Generation: p.Generation,
+		Phase: wasmv1.NodePhaseFailed, Message: msg})
 	eventually(t, wait, func() (bool, string) {
 		b, err := os.ReadFile(path)
 		return err == nil && bytes.Equal(b, greet), fmt.Sprintf("stored file intact: %v (err %v)", bytes.Equal(b, greet), err)

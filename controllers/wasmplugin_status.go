@@ -11,24 +11,15 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
 )
 
-// MessageCorruptModule is part of a host's status message when the file of the artifact's digest in the
-// shared cache is not that module (another content, a special file, another size). Hosts mount the cache
-// read-only and cannot repair it; the controller, finding the phrase in a Failed entry, checks the stored
-// file itself, removes it when it is indeed corrupt, and stores the module again, after which the host's
-// retry loads it. This is the whole contract between the two, on whatever object carries host entries.
-const MessageCorruptModule = "module in the shared cache is corrupt"
+// MaxNotReadyNodes bounds status.notReadyNodes: a plugin failing on a thousand nodes names a few of them,
+// and counts the rest, so the object's size does not grow with the cluster.
+const MaxNotReadyNodes = 5
 
-// CorruptReported reports whether a host says the shared cache holds a corrupt copy of the module it loads.
-func CorruptReported(nodes []wasmv1.NodeStatus) bool {
-	for _, n := range nodes {
-		if n.Phase == wasmv1.NodePhaseFailed && strings.Contains(n.Message, MessageCorruptModule) {
-			return true
-		}
-	}
-	return false
-}
+// PhasePending is the phase of a target node whose host has not reported the plugin yet.
+const PhasePending = "Pending"
 
 // Host is a live node host: one whose Lease has not expired.
 type Host struct {
@@ -64,72 +55,90 @@ func TargetHosts(hosts []Host, placement *wasmv1.Placement) []string {
 	return out
 }
 
-// PruneNodes drops the entries of hosts that are not live any more (their Lease expired or is gone), so the
-// status shows only what is served now. It returns nodes itself when nothing is dropped.
-func PruneNodes(nodes []wasmv1.NodeStatus, hosts []Host) []wasmv1.NodeStatus {
-	live := make(map[string]bool, len(hosts))
-	for _, h := range hosts {
-		live[h.Node] = true
-	}
-	keep := nodes[:0:0]
-	for _, n := range nodes {
-		if live[n.Name] {
-			keep = append(keep, n)
-		}
-	}
-	if len(keep) == len(nodes) {
-		return nodes
-	}
-	return keep
+// Aggregate is what the target hosts' reports say of one plugin.
+type Aggregate struct {
+	Target, Ready, Updated int32
+	// Failed counts the target nodes whose host reports Failed.
+	Failed int32
+	// NotReady is a bounded list of target nodes not serving the current generation, failed first.
+	NotReady []wasmv1.NodeReport
+	// NotReadyCount counts them all.
+	NotReadyCount int32
 }
 
-// NodeCounts counts the target hosts that serve digest (ready) and lists those that report Failed, with
-// their messages, sorted by node name.
-func NodeCounts(target []string, nodes []wasmv1.NodeStatus, digest string) (ready int32, failed []string) {
-	byName := make(map[string]wasmv1.NodeStatus, len(nodes))
-	for _, n := range nodes {
-		byName[n.Name] = n
-	}
-	for _, name := range target {
-		n, ok := byName[name]
+// Aggregated reduces the entries the live hosts report for a plugin (by node) over its target nodes: how
+// many serve it at all (ready), how many serve digest at generation (updated), and which do not.
+func Aggregated(target []string, entries map[string]wasmv1.HostPlugin, generation int64, digest string) Aggregate {
+	a := Aggregate{Target: int32(len(target))}
+	var notReady []wasmv1.NodeReport
+	for _, node := range target {
+		e, ok := entries[node]
 		switch {
 		case !ok:
-		case n.Phase == wasmv1.NodePhaseReady && n.Digest == digest:
-			ready++
-		case n.Phase == wasmv1.NodePhaseFailed:
-			failed = append(failed, fmt.Sprintf("%s: %s", name, n.Message))
+			notReady = append(notReady, wasmv1.NodeReport{Name: node, Phase: PhasePending,
+				Message: "the host has not reported this plugin yet"})
+			continue
+		case e.Phase == wasmv1.NodePhaseReady:
+			a.Ready++
+			if e.Digest == digest && e.Generation == generation {
+				a.Updated++
+				continue
+			}
+		case e.Phase == wasmv1.NodePhaseFailed:
+			a.Failed++
 		}
+		r := wasmv1.NodeReport{Name: node, Phase: string(e.Phase), Digest: e.Digest, Message: e.Message}
+		if e.Phase == wasmv1.NodePhaseReady {
+			r.Message = fmt.Sprintf("serves %s at generation %d, not yet %s at %d",
+				hostcontract.ShortDigest(e.Digest), e.Generation, hostcontract.ShortDigest(digest), generation)
+		}
+		notReady = append(notReady, r)
 	}
-	return ready, failed
+	rank := map[string]int{string(wasmv1.NodePhaseFailed): 0, string(wasmv1.NodePhaseLoading): 1, PhasePending: 2}
+	order := func(p string) int {
+		if r, ok := rank[p]; ok {
+			return r
+		}
+		return 3
+	}
+	sort.SliceStable(notReady, func(i, j int) bool { return order(notReady[i].Phase) < order(notReady[j].Phase) })
+	a.NotReadyCount = int32(len(notReady))
+	if len(notReady) > MaxNotReadyNodes {
+		notReady = notReady[:MaxNotReadyNodes]
+	}
+	for i := range notReady {
+		notReady[i].Message = truncate(notReady[i].Message, 1024)
+	}
+	a.NotReady = notReady
+	return a
 }
 
-// ShortDigest is the first 12 hex characters of a sha256 digest, as kubectl shows it.
-func ShortDigest(digest string) string {
-	hex := strings.TrimPrefix(digest, "sha256:")
-	if len(hex) > 12 {
-		hex = hex[:12]
+// CorruptReported reports whether a live host says the shared cache holds a corrupt copy of the module.
+func CorruptReported(entries map[string]wasmv1.HostPlugin) bool {
+	for _, e := range entries {
+		if e.Phase == wasmv1.NodePhaseFailed && strings.Contains(e.Message, hostcontract.MessageCorruptModule) {
+			return true
+		}
 	}
-	return hex
+	return false
 }
 
 // ComputeStatus sets the conditions, node counts and observedGeneration of a plugin from what one reconcile
-// concluded and the live hosts. It follows kstatus: Ready is always present; Reconciling and Stalled only
-// while True; observedGeneration only moves when the generation was fully handled (a valid artifact, a
-// stall the user must fix, or a suspension).
-func ComputeStatus(obj *wasmv1.WasmPlugin, o outcome, hosts []Host, now time.Time) {
+// concluded, the live hosts and their reports of this plugin (by node). It follows kstatus: Ready is always
+// present; Reconciling and Stalled only while True; observedGeneration only moves when the generation was
+// fully handled (a valid artifact, a stall the user must fix, or a suspension).
+func ComputeStatus(obj *wasmv1.WasmPlugin, o outcome, hosts []Host, entries map[string]wasmv1.HostPlugin, now time.Time) {
 	st := &obj.Status
 	gen := obj.Generation
-	st.Nodes = PruneNodes(st.Nodes, hosts)
-
 	target := TargetHosts(hosts, obj.Spec.Placement)
 	var digest string
 	if st.Artifact != nil {
 		digest = st.Artifact.Digest
 	}
-	ready, failed := NodeCounts(target, st.Nodes, digest)
-	st.TargetNodes = int32(len(target))
-	st.ReadyNodes = ready
-	st.NodeSummary = fmt.Sprintf("%d/%d", ready, len(target))
+	agg := Aggregated(target, entries, gen, digest)
+	st.TargetNodes, st.ReadyNodes, st.UpdatedNodes = agg.Target, agg.Ready, agg.Updated
+	st.NotReadyNodes, st.NotReadyCount = agg.NotReady, agg.NotReadyCount
+	st.NodeSummary = fmt.Sprintf("%d/%d", agg.Updated, agg.Target)
 
 	set := func(typ string, status metav1.ConditionStatus, reason, msg string) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
@@ -150,7 +159,7 @@ func ComputeStatus(obj *wasmv1.WasmPlugin, o outcome, hosts []Host, now time.Tim
 	case o.Stall != nil:
 		msg := o.Stall.Error()
 		if digest != "" {
-			msg += fmt.Sprintf(" (hosts keep serving %s)", ShortDigest(digest))
+			msg += fmt.Sprintf(" (hosts keep serving %s)", hostcontract.ShortDigest(digest))
 		}
 		set(wasmv1.ConditionStalled, metav1.ConditionTrue, o.Stall.Reason, msg)
 		set(wasmv1.ConditionReady, metav1.ConditionFalse, o.Stall.Reason, msg)
@@ -162,7 +171,7 @@ func ComputeStatus(obj *wasmv1.WasmPlugin, o outcome, hosts []Host, now time.Tim
 		remove(wasmv1.ConditionReconciling)
 		msg := "spec.suspend is true: the current spec is not applied; set it to false to resume"
 		if digest != "" {
-			msg += fmt.Sprintf(" (hosts keep serving %s)", ShortDigest(digest))
+			msg += fmt.Sprintf(" (hosts keep serving %s)", hostcontract.ShortDigest(digest))
 		}
 		set(wasmv1.ConditionReady, metav1.ConditionFalse, wasmv1.ReasonSuspended, msg)
 		st.ObservedGeneration = gen
@@ -179,28 +188,60 @@ func ComputeStatus(obj *wasmv1.WasmPlugin, o outcome, hosts []Host, now time.Tim
 	default:
 		remove(wasmv1.ConditionStalled)
 		st.ObservedGeneration = gen
-		nodes := fmt.Sprintf("%d/%d nodes", ready, len(target))
+		nodes := fmt.Sprintf("%d/%d nodes", agg.Updated, agg.Target)
+		short := hostcontract.ShortDigest(digest)
 		switch {
-		case len(failed) > 0:
-			msg := fmt.Sprintf("%s serve %s; failed on %s", nodes, ShortDigest(digest), strings.Join(failed, "; "))
+		case agg.Target == 0:
+			msg := fmt.Sprintf("module %s is stored and valid, but nothing serves it: ", short)
+			if len(hosts) == 0 {
+				msg += "no node host is live (none has registered, or every host's Lease expired)"
+			} else {
+				msg += fmt.Sprintf("none of the %d live node hosts runs on a node that spec.placement.nodeSelector selects", len(hosts))
+			}
+			set(wasmv1.ConditionReconciling, metav1.ConditionTrue, wasmv1.ReasonNoHosts, msg)
+			set(wasmv1.ConditionReady, metav1.ConditionFalse, wasmv1.ReasonNoHosts, msg)
+		case agg.Failed > 0:
+			msg := fmt.Sprintf("%s serve %s; failed on %s", nodes, short, describeNotReady(agg, true))
 			set(wasmv1.ConditionReconciling, metav1.ConditionTrue, wasmv1.ReasonNodesFailed, msg)
 			set(wasmv1.ConditionReady, metav1.ConditionFalse, wasmv1.ReasonNodesFailed, msg)
-		case int(ready) < len(target):
-			msg := fmt.Sprintf("%s serve %s; waiting for the other hosts to load it", nodes, ShortDigest(digest))
+		case agg.Updated < agg.Target:
+			msg := fmt.Sprintf("%s serve %s; waiting for %s", nodes, short, describeNotReady(agg, false))
 			set(wasmv1.ConditionReconciling, metav1.ConditionTrue, wasmv1.ReasonWaitingForNodes, msg)
 			set(wasmv1.ConditionReady, metav1.ConditionFalse, wasmv1.ReasonWaitingForNodes, msg)
 		default:
 			remove(wasmv1.ConditionReconciling)
-			msg := fmt.Sprintf("%s serve %s", nodes, ShortDigest(digest))
-			if len(target) == 0 {
-				msg = fmt.Sprintf("module %s is stored and valid; no live node host matches placement", ShortDigest(digest))
-			}
+			msg := fmt.Sprintf("%s serve %s", nodes, short)
 			if o.Suspended {
 				msg += " (suspended: not refreshed)"
 			}
 			set(wasmv1.ConditionReady, metav1.ConditionTrue, wasmv1.ReasonSucceeded, msg)
 		}
 	}
+}
+
+// describeNotReady names the listed nodes (the failed ones with their messages, when failed is set) and
+// counts the rest, so a condition message stays bounded however many nodes fail.
+func describeNotReady(a Aggregate, failed bool) string {
+	var parts []string
+	for _, n := range a.NotReady {
+		if failed && n.Phase != string(wasmv1.NodePhaseFailed) {
+			continue
+		}
+		if failed {
+			parts = append(parts, n.Name+": "+n.Message)
+		} else {
+			parts = append(parts, n.Name+" ("+n.Phase+")")
+		}
+	}
+	total := a.NotReadyCount
+	if failed {
+		total = a.Failed
+	}
+	s := strings.Join(parts, "; ")
+	if more := int(total) - len(parts); more > 0 {
+		s += fmt.Sprintf(" and %d more (kubectl get wasmhosts)", more)
+	}
+	return s
 }
 
 func truncate(s string, n int) string {

@@ -2,6 +2,9 @@ package controllers
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
 )
 
 const (
@@ -43,126 +47,140 @@ func TestTargetHosts(t *testing.T) {
 	}
 }
 
-func TestNodeCounts(t *testing.T) {
-	nodes := []wasmv1.NodeStatus{
-		{Name: "a", Digest: digestA, Phase: wasmv1.NodePhaseReady},
-		{Name: "b", Digest: digestB, Phase: wasmv1.NodePhaseReady},
-		{Name: "c", Digest: digestA, Phase: wasmv1.NodePhaseFailed, Message: "compile: boom"},
-		{Name: "d", Phase: wasmv1.NodePhaseLoading},
-		{Name: "x", Digest: digestA, Phase: wasmv1.NodePhaseReady}, // not a target
+func TestAggregated(t *testing.T) {
+	entries := map[string]wasmv1.HostPlugin{
+		"a": {Digest: digestA, Generation: 2, Phase: wasmv1.NodePhaseReady},
+		"b": {Digest: digestB, Generation: 1, Phase: wasmv1.NodePhaseReady},
+		"c": {Digest: digestB, Generation: 2, Phase: wasmv1.NodePhaseFailed, Message: "compile: boom"},
+		"d": {Generation: 2, Phase: wasmv1.NodePhaseLoading, Message: "loading aaaaaaaaaaaa"},
+		"x": {Digest: digestA, Generation: 2, Phase: wasmv1.NodePhaseReady}, // not a target
 	}
 	tests := []struct {
-		name       string
-		target     []string
-		digest     string
-		wantReady  int32
-		wantFailed string
+		name   string
+		target []string
+		want   Aggregate
 	}{
-		{"ready only for the artifact's digest", []string{"a", "b"}, digestA, 1, ""},
-		{"other digest", []string{"a", "b"}, digestB, 1, ""},
-		{"failed listed with message", []string{"a", "c"}, digestA, 1, "c: compile: boom"},
-		{"loading and missing are not ready", []string{"d", "e"}, digestA, 0, ""},
-		{"no targets", nil, digestA, 0, ""},
+		{"updated only at the generation and digest", []string{"a", "b"}, Aggregate{Target: 2, Ready: 2, Updated: 1, NotReadyCount: 1,
+			NotReady: []wasmv1.NodeReport{{Name: "b", Phase: "Ready", Digest: digestB,
+				Message: "serves bbbbbbbbbbbb at generation 1, not yet aaaaaaaaaaaa at 2"}}}},
+		{"failed first, then loading, then pending", []string{"a", "e", "d", "c"}, Aggregate{Target: 4, Ready: 1, Updated: 1, Failed: 1, NotReadyCount: 3,
+			NotReady: []wasmv1.NodeReport{
+				{Name: "c", Phase: "Failed", Digest: digestB, Message: "compile: boom"},
+				{Name: "d", Phase: "Loading", Message: "loading aaaaaaaaaaaa"},
+				{Name: "e", Phase: PhasePending, Message: "the host has not reported this plugin yet"}}}},
+		{"no targets", nil, Aggregate{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ready, failed := NodeCounts(tt.target, nodes, tt.digest)
-			if ready != tt.wantReady || strings.Join(failed, ";") != tt.wantFailed {
-				t.Fatalf("NodeCounts = %d, %q; want %d, %q", ready, failed, tt.wantReady, tt.wantFailed)
+			if got := Aggregated(tt.target, entries, 2, digestA); !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("Aggregated =\n%+v\nwant\n%+v", got, tt.want)
 			}
 		})
 	}
 }
 
-func TestPruneNodes(t *testing.T) {
-	nodes := []wasmv1.NodeStatus{{Name: "a"}, {Name: "b"}}
-	if got := PruneNodes(nodes, []Host{{Node: "a"}, {Node: "b"}}); len(got) != 2 {
-		t.Fatalf("live hosts pruned: %v", got)
+// A thousand failing nodes make a status of bounded size that still names a few and counts the rest.
+func TestAggregatedBounded(t *testing.T) {
+	var target []string
+	entries := map[string]wasmv1.HostPlugin{}
+	for i := range 1000 {
+		n := fmt.Sprintf("node-%04d", i)
+		target = append(target, n)
+		entries[n] = wasmv1.HostPlugin{Phase: wasmv1.NodePhaseFailed, Message: strings.Repeat("x", 2000)}
 	}
-	got := PruneNodes(nodes, []Host{{Node: "b"}})
-	if len(got) != 1 || got[0].Name != "b" {
-		t.Fatalf("PruneNodes = %v, want only b", got)
+	a := Aggregated(target, entries, 1, digestA)
+	if len(a.NotReady) != MaxNotReadyNodes || a.NotReadyCount != 1000 || a.Failed != 1000 {
+		t.Fatalf("%d listed, %d counted, %d failed; want %d, 1000, 1000", len(a.NotReady), a.NotReadyCount, a.Failed, MaxNotReadyNodes)
 	}
-	if len(nodes) != 2 || nodes[0].Name != "a" {
-		t.Fatalf("PruneNodes changed its input: %v", nodes)
+	if got := describeNotReady(a, true); !strings.HasSuffix(got, " and 995 more (kubectl get wasmhosts)") || len(got) > 6000 {
+		t.Fatalf("description of %d bytes ends %q", len(got), got[len(got)-60:])
 	}
 }
 
-// TestComputeStatus checks the conditions a user and kstatus see for each situation.
+// TestComputeStatus checks the whole conditions a user and kstatus see for each situation.
 func TestComputeStatus(t *testing.T) {
-	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	withArtifact := func(nodes ...wasmv1.NodeStatus) wasmv1.WasmPluginStatus {
-		return wasmv1.WasmPluginStatus{ObservedGeneration: 1, Artifact: &wasmv1.Artifact{Digest: digestA}, Nodes: nodes}
-	}
-	ready := func(n string) wasmv1.NodeStatus {
-		return wasmv1.NodeStatus{Name: n, Digest: digestA, Phase: wasmv1.NodePhaseReady}
-	}
+	now := metav1.NewTime(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	withArtifact := wasmv1.WasmPluginStatus{ObservedGeneration: 1, Artifact: &wasmv1.Artifact{Digest: digestA}}
+	ready := wasmv1.HostPlugin{Digest: digestA, Generation: 2, Phase: wasmv1.NodePhaseReady}
+	both := map[string]wasmv1.HostPlugin{"a": ready, "b": ready}
 	twoHosts := []Host{{Node: "a"}, {Node: "b"}}
+	cond := func(typ string, status metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return metav1.Condition{Type: typ, Status: status, Reason: reason, Message: msg, ObservedGeneration: 2, LastTransitionTime: now}
+	}
+	readyC := func(status metav1.ConditionStatus, reason, msg string) metav1.Condition {
+		return cond(wasmv1.ConditionReady, status, reason, msg)
+	}
+	recon := func(reason, msg string) metav1.Condition {
+		return cond(wasmv1.ConditionReconciling, metav1.ConditionTrue, reason, msg)
+	}
+	both2 := func(reason, msg string) []metav1.Condition {
+		return []metav1.Condition{recon(reason, msg), readyC(metav1.ConditionFalse, reason, msg)}
+	}
+	noHost := "module aaaaaaaaaaaa is stored and valid, but nothing serves it: "
 	tests := []struct {
 		name        string
 		status      wasmv1.WasmPluginStatus
 		o           outcome
 		hosts       []Host
-		wantReady   metav1.ConditionStatus
-		wantReason  string
-		wantRecon   bool
-		wantStalled bool
-		wantFetch   bool
+		selector    map[string]string
+		entries     map[string]wasmv1.HostPlugin
+		want        []metav1.Condition
 		wantObsGen  int64
 		wantSummary string
-		wantMsg     string
 	}{
-		{"ready on every target", withArtifact(ready("a"), ready("b")), outcome{Valid: true}, twoHosts,
-			metav1.ConditionTrue, wasmv1.ReasonSucceeded, false, false, false, 2, "2/2", "2/2 nodes serve aaaaaaaaaaaa"},
-		{"waiting for one host", withArtifact(ready("a")), outcome{Valid: true}, twoHosts,
-			metav1.ConditionFalse, wasmv1.ReasonWaitingForNodes, true, false, false, 2, "1/2", "waiting for the other hosts"},
-		{"a host failed", withArtifact(ready("a"), wasmv1.NodeStatus{Name: "b", Digest: digestA, Phase: wasmv1.NodePhaseFailed, Message: "disk full"}),
-			outcome{Valid: true}, twoHosts, metav1.ConditionFalse, wasmv1.ReasonNodesFailed, true, false, false, 2, "1/2", "b: disk full"},
-		{"dead host's entry dropped", withArtifact(ready("a"), wasmv1.NodeStatus{Name: "gone", Phase: wasmv1.NodePhaseFailed}),
-			outcome{Valid: true}, []Host{{Node: "a"}}, metav1.ConditionTrue, wasmv1.ReasonSucceeded, false, false, false, 2, "1/1", ""},
-		{"no hosts", withArtifact(), outcome{Valid: true}, nil,
-			metav1.ConditionTrue, wasmv1.ReasonSucceeded, false, false, false, 2, "0/0", "no live node host matches placement"},
-		{"fetching", wasmv1.WasmPluginStatus{}, outcome{}, twoHosts,
-			metav1.ConditionFalse, wasmv1.ReasonProgressing, true, false, false, 0, "0/2", "fetching"},
-		{"stalled keeps the old artifact serving", withArtifact(ready("a"), ready("b")),
+		{"ready on every target", withArtifact, outcome{Valid: true}, twoHosts, nil, both,
+			[]metav1.Condition{readyC(metav1.ConditionTrue, wasmv1.ReasonSucceeded, "2/2 nodes serve aaaaaaaaaaaa")}, 2, "2/2"},
+		{"waiting for one host", withArtifact, outcome{Valid: true}, twoHosts, nil, map[string]wasmv1.HostPlugin{"a": ready},
+			both2(wasmv1.ReasonWaitingForNodes, "1/2 nodes serve aaaaaaaaaaaa; waiting for b (Pending)"), 2, "1/2"},
+		{"a host failed", withArtifact, outcome{Valid: true}, twoHosts, nil,
+			map[string]wasmv1.HostPlugin{"a": ready, "b": {Digest: digestA, Generation: 2, Phase: wasmv1.NodePhaseFailed, Message: "disk full"}},
+			both2(wasmv1.ReasonNodesFailed, "1/2 nodes serve aaaaaaaaaaaa; failed on b: disk full"), 2, "1/2"},
+		{"a host still on the last generation", withArtifact, outcome{Valid: true}, twoHosts, nil,
+			map[string]wasmv1.HostPlugin{"a": ready, "b": {Digest: digestA, Generation: 1, Phase: wasmv1.NodePhaseReady}},
+			both2(wasmv1.ReasonWaitingForNodes, "1/2 nodes serve aaaaaaaaaaaa; waiting for b (Ready)"), 2, "1/2"},
+		{"a report of a host that is not live is ignored", withArtifact, outcome{Valid: true}, []Host{{Node: "a"}}, nil,
+			map[string]wasmv1.HostPlugin{"a": ready, "gone": {Phase: wasmv1.NodePhaseFailed}},
+			[]metav1.Condition{readyC(metav1.ConditionTrue, wasmv1.ReasonSucceeded, "1/1 nodes serve aaaaaaaaaaaa")}, 2, "1/1"},
+		{"no live host is not ready", withArtifact, outcome{Valid: true}, nil, nil, nil,
+			both2(wasmv1.ReasonNoHosts, noHost+"no node host is live (none has registered, or every host's Lease expired)"), 2, "0/0"},
+		{"placement matches no live host", withArtifact, outcome{Valid: true}, []Host{{Node: "a", Labels: map[string]string{"zone": "x"}}},
+			map[string]string{"zone": "y"}, nil,
+			both2(wasmv1.ReasonNoHosts, noHost+"none of the 1 live node hosts runs on a node that spec.placement.nodeSelector selects"), 2, "0/0"},
+		{"fetching", wasmv1.WasmPluginStatus{}, outcome{}, twoHosts, nil, nil,
+			both2(wasmv1.ReasonProgressing, "fetching and validating the module"), 0, "0/2"},
+		{"stalled keeps the old artifact serving", withArtifact,
 			outcome{Stall: &stallError{Reason: wasmv1.ReasonDigestMismatch, Err: errors.New("content sha256:ccc does not match the pin")}},
-			twoHosts, metav1.ConditionFalse, wasmv1.ReasonDigestMismatch, false, true, false, 2, "2/2", "hosts keep serving aaaaaaaaaaaa"},
-		{"transient failure of a new generation", withArtifact(ready("a"), ready("b")),
-			outcome{Transient: errors.New("connection refused")}, twoHosts,
-			metav1.ConditionFalse, wasmv1.ReasonFetchFailed, true, false, true, 1, "2/2", "connection refused"},
-		{"failed refresh keeps a valid generation Ready", withArtifact(ready("a"), ready("b")),
-			outcome{Valid: true, Transient: errors.New("registry answered 503")}, twoHosts,
-			metav1.ConditionTrue, wasmv1.ReasonSucceeded, false, false, true, 2, "2/2", "2/2 nodes serve"},
-		{"suspended while valid", withArtifact(ready("a")), outcome{Valid: true, Suspended: true}, []Host{{Node: "a"}},
-			metav1.ConditionTrue, wasmv1.ReasonSucceeded, false, false, false, 2, "1/1", "suspended"},
-		{"suspended before valid", wasmv1.WasmPluginStatus{}, outcome{Suspended: true}, twoHosts,
-			metav1.ConditionFalse, wasmv1.ReasonSuspended, false, false, false, 2, "0/2", "spec.suspend is true"},
+			twoHosts, nil, both, []metav1.Condition{
+				cond(wasmv1.ConditionStalled, metav1.ConditionTrue, wasmv1.ReasonDigestMismatch, "content sha256:ccc does not match the pin (hosts keep serving aaaaaaaaaaaa)"),
+				readyC(metav1.ConditionFalse, wasmv1.ReasonDigestMismatch, "content sha256:ccc does not match the pin (hosts keep serving aaaaaaaaaaaa)")}, 2, "2/2"},
+		{"transient failure of a new generation", withArtifact, outcome{Transient: errors.New("connection refused")}, twoHosts, nil, both,
+			append(both2(wasmv1.ReasonFetchFailed, "fetching the module failed, retrying: connection refused"),
+				cond(wasmv1.ConditionFetchFailed, metav1.ConditionTrue, wasmv1.ReasonFetchFailed, "connection refused; retrying with backoff, the last good module keeps serving")), 1, "2/2"},
+		{"failed refresh keeps a valid generation Ready", withArtifact, outcome{Valid: true, Transient: errors.New("registry answered 503")}, twoHosts, nil, both, []metav1.Condition{
+			cond(wasmv1.ConditionFetchFailed, metav1.ConditionTrue, wasmv1.ReasonFetchFailed, "registry answered 503; retrying with backoff, the last good module keeps serving"),
+			readyC(metav1.ConditionTrue, wasmv1.ReasonSucceeded, "2/2 nodes serve aaaaaaaaaaaa")}, 2, "2/2"},
+		{"suspended while valid", withArtifact, outcome{Valid: true, Suspended: true}, []Host{{Node: "a"}}, nil, both,
+			[]metav1.Condition{readyC(metav1.ConditionTrue, wasmv1.ReasonSucceeded, "1/1 nodes serve aaaaaaaaaaaa (suspended: not refreshed)")}, 2, "1/1"},
+		{"suspended before valid", wasmv1.WasmPluginStatus{}, outcome{Suspended: true}, twoHosts, nil, nil, []metav1.Condition{
+			readyC(metav1.ConditionFalse, wasmv1.ReasonSuspended, "spec.suspend is true: the current spec is not applied; set it to false to resume")}, 2, "0/2"},
+	}
+	byType := func(c []metav1.Condition) []metav1.Condition {
+		c = slices.Clone(c)
+		slices.SortFunc(c, func(a, b metav1.Condition) int { return strings.Compare(a.Type, b.Type) })
+		return c
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			obj := &wasmv1.WasmPlugin{Status: tt.status}
 			obj.Generation = 2
+			obj.Spec.Placement = &wasmv1.Placement{NodeSelector: tt.selector}
 			// A stale Reconciling condition must go away when no longer true.
 			meta.SetStatusCondition(&obj.Status.Conditions, metav1.Condition{Type: wasmv1.ConditionReconciling,
-				Status: metav1.ConditionTrue, Reason: "Old", Message: "old"})
-			ComputeStatus(obj, tt.o, tt.hosts, now)
+				Status: metav1.ConditionTrue, Reason: "Old", Message: "old", LastTransitionTime: now})
+			ComputeStatus(obj, tt.o, tt.hosts, tt.entries, now.Time)
 			st := obj.Status
-			r := meta.FindStatusCondition(st.Conditions, wasmv1.ConditionReady)
-			if r == nil {
-				t.Fatal("Ready condition missing: kstatus needs it always")
-			}
-			if r.Status != tt.wantReady || r.Reason != tt.wantReason {
-				t.Errorf("Ready = %s/%s, want %s/%s (%s)", r.Status, r.Reason, tt.wantReady, tt.wantReason, r.Message)
-			}
-			if !strings.Contains(r.Message, tt.wantMsg) {
-				t.Errorf("Ready message %q does not say %q", r.Message, tt.wantMsg)
-			}
-			for typ, want := range map[string]bool{wasmv1.ConditionReconciling: tt.wantRecon,
-				wasmv1.ConditionStalled: tt.wantStalled, wasmv1.ConditionFetchFailed: tt.wantFetch} {
-				c := meta.FindStatusCondition(st.Conditions, typ)
-				if (c != nil) != want || (c != nil && c.Status != metav1.ConditionTrue) {
-					t.Errorf("condition %s = %v, want present and True: %v", typ, c, want)
-				}
+			if got, want := byType(st.Conditions), byType(tt.want); !reflect.DeepEqual(got, want) {
+				t.Errorf("conditions =\n%+v\nwant\n%+v", got, want)
 			}
 			if st.ObservedGeneration != tt.wantObsGen {
 				t.Errorf("observedGeneration = %d, want %d", st.ObservedGeneration, tt.wantObsGen)
@@ -171,6 +189,61 @@ func TestComputeStatus(t *testing.T) {
 				t.Errorf("nodeSummary = %q, want %q", st.NodeSummary, tt.wantSummary)
 			}
 		})
+	}
+}
+
+func TestCorruptReported(t *testing.T) {
+	entry := func(phase wasmv1.NodePhase, msg string) wasmv1.HostPlugin {
+		return wasmv1.HostPlugin{Phase: phase, Message: msg}
+	}
+	for _, c := range []struct {
+		entries map[string]wasmv1.HostPlugin
+		want    bool
+	}{
+		{nil, false},
+		{map[string]wasmv1.HostPlugin{"a": entry(wasmv1.NodePhaseReady, "")}, false},
+		{map[string]wasmv1.HostPlugin{"a": entry(wasmv1.NodePhaseFailed, "load abc123: compile: out of memory")}, false},
+		{map[string]wasmv1.HostPlugin{"a": entry(wasmv1.NodePhaseReady, ""),
+			"b": entry(wasmv1.NodePhaseFailed, "load abc123: "+hostcontract.MessageCorruptModule+"; the controller stores it again: ...")}, true},
+		{map[string]wasmv1.HostPlugin{"a": entry(wasmv1.NodePhaseLoading, hostcontract.MessageCorruptModule)}, false},
+	} {
+		if got := CorruptReported(c.entries); got != c.want {
+			t.Errorf("CorruptReported(%+v) = %v, want %v", c.entries, got, c.want)
+		}
+	}
+}
+
+// A WasmHost update enqueues exactly the plugins whose entry changed; a new since time alone is no change.
+func TestChangedReports(t *testing.T) {
+	at := func(s int64) *metav1.Time { return &metav1.Time{Time: time.Unix(s, 0)} }
+	host := func(entries ...wasmv1.HostPlugin) *wasmv1.WasmHost {
+		return &wasmv1.WasmHost{Status: wasmv1.WasmHostStatus{Plugins: entries}}
+	}
+	a1 := wasmv1.HostPlugin{Namespace: "ns", Name: "a", Phase: wasmv1.NodePhaseReady, Since: at(1)}
+	a2 := a1
+	a2.Since = at(2)
+	aFailed := a1
+	aFailed.Phase = wasmv1.NodePhaseFailed
+	b := wasmv1.HostPlugin{Namespace: "ns", Name: "b", Phase: wasmv1.NodePhaseReady}
+	for _, c := range []struct {
+		name     string
+		old, cur *wasmv1.WasmHost
+		want     string
+	}{
+		{"created", nil, host(a1, b), "ns/a,ns/b"},
+		{"deleted", host(a1), nil, "ns/a"},
+		{"since only", host(a1, b), host(a2, b), ""},
+		{"phase", host(a1, b), host(aFailed, b), "ns/a"},
+		{"removed entry", host(a1, b), host(b), "ns/a"},
+	} {
+		var got []string
+		for k := range ChangedReports(c.old, c.cur) {
+			got = append(got, k.String())
+		}
+		slices.Sort(got)
+		if strings.Join(got, ",") != c.want {
+			t.Errorf("%s: %v, want %s", c.name, got, c.want)
+		}
 	}
 }
 
@@ -186,6 +259,7 @@ func TestValidForGeneration(t *testing.T) {
 	}{
 		{"ready", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonSucceeded, 2)}, true},
 		{"hosts loading", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonWaitingForNodes, 2)}, true},
+		{"valid, no live host", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonNoHosts, 2)}, true},
 		{"older generation", wasmv1.WasmPluginStatus{ObservedGeneration: 1, Artifact: art, Conditions: cond(wasmv1.ReasonSucceeded, 1)}, false},
 		{"stalled with the last good artifact", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonInvalidModule, 2)}, false},
 		{"suspended before it was valid", wasmv1.WasmPluginStatus{ObservedGeneration: 2, Artifact: art, Conditions: cond(wasmv1.ReasonSuspended, 2)}, false},
@@ -196,27 +270,6 @@ func TestValidForGeneration(t *testing.T) {
 		obj.Generation = 2
 		if got := validForGeneration(obj); got != tt.want {
 			t.Errorf("%s: validForGeneration = %v, want %v", tt.name, got, tt.want)
-		}
-	}
-}
-
-func TestCorruptReported(t *testing.T) {
-	entry := func(phase wasmv1.NodePhase, msg string) wasmv1.NodeStatus {
-		return wasmv1.NodeStatus{Name: "n", Phase: phase, Message: msg}
-	}
-	for _, c := range []struct {
-		nodes []wasmv1.NodeStatus
-		want  bool
-	}{
-		{nil, false},
-		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseReady, "")}, false},
-		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseFailed, "load abc123: compile: out of memory")}, false},
-		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseReady, ""),
-			entry(wasmv1.NodePhaseFailed, "load abc123: "+MessageCorruptModule+"; the controller stores it again: ...")}, true},
-		{[]wasmv1.NodeStatus{entry(wasmv1.NodePhaseLoading, MessageCorruptModule)}, false},
-	} {
-		if got := CorruptReported(c.nodes); got != c.want {
-			t.Errorf("CorruptReported(%+v) = %v, want %v", c.nodes, got, c.want)
 		}
 	}
 }

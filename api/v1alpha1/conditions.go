@@ -30,6 +30,10 @@ const (
 	ReasonWaitingForNodes = "WaitingForNodes"
 	// ReasonNodesFailed: some target hosts failed to load the artifact.
 	ReasonNodesFailed = "NodesFailed"
+	// ReasonNoHosts: the artifact is valid but no live host runs on a node the placement selects, so
+	// nothing serves the plugin: no host registered, every host's Lease expired, or the nodeSelector
+	// matches no host's node.
+	ReasonNoHosts = "NoHosts"
 	// ReasonSuspended: spec.suspend is true.
 	ReasonSuspended = "Suspended"
 
@@ -63,5 +67,6 @@ const (
 	ReasonFetchFailed = "FetchFailed"
 )
 
-// WasmPluginFinalizer is set on every WasmPlugin so that its artifact is dereferenced before it goes.
+// WasmPluginFinalizer was set on every WasmPlugin by earlier versions; it had no cleanup left to do (the
+// store's GC finds unreferenced modules), and the controller removes it where it finds it.
 const WasmPluginFinalizer = "wasm-operator.dev/finalizer"

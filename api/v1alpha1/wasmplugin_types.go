@@ -376,20 +376,29 @@ type WasmPluginStatus struct {
 	// +optional
 	Module *ModuleInfo `json:"module,omitempty"`
 
-	// nodes has one entry per node host that loads the plugin, written by that host.
-	// +optional
-	// +listType=map
-	// +listMapKey=name
-	// +kubebuilder:validation:MaxItems=5000
-	Nodes []NodeStatus `json:"nodes,omitempty"`
-
-	// readyNodes counts the target hosts that serve the artifact's digest.
+	// readyNodes counts the target hosts that serve the plugin (any digest), as their WasmHost reports.
 	// +optional
 	ReadyNodes int32 `json:"readyNodes,omitempty"`
+
+	// updatedNodes counts the target hosts that serve the artifact's digest for the current generation.
+	// +optional
+	UpdatedNodes int32 `json:"updatedNodes,omitempty"`
 
 	// targetNodes counts the live hosts whose node matches placement.
 	// +optional
 	TargetNodes int32 `json:"targetNodes,omitempty"`
+
+	// notReadyNodes lists a few target nodes that do not serve the current generation, failed ones first,
+	// with what their host says; notReadyCount counts them all.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=5
+	NotReadyNodes []NodeReport `json:"notReadyNodes,omitempty"`
+
+	// notReadyCount counts the target nodes that do not serve the current generation.
+	// +optional
+	NotReadyCount int32 `json:"notReadyCount,omitempty"`
 
 	// schedules has one entry per schedule that ran.
 	// +optional
@@ -475,46 +484,28 @@ const (
 	NodePhaseFailed NodePhase = "Failed"
 )
 
-// NodeStatus is one node host's view of a plugin.
-type NodeStatus struct {
+// NodeReport is what one node's host says of a plugin that it does not serve at the current generation.
+type NodeReport struct {
 	// name of the node.
 	// +required
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
 
-	// digest the host serves now.
+	// phase: Loading, Ready (an older generation or digest) or Failed; Pending when the host has not
+	// reported the plugin yet.
+	// +required
+	// +kubebuilder:validation:MaxLength=16
+	Phase string `json:"phase"`
+
+	// digest the host serves now, if any.
 	// +optional
 	// +kubebuilder:validation:MaxLength=71
 	Digest string `json:"digest,omitempty"`
 
-	// phase: Loading, Ready or Failed.
-	// +required
-	Phase NodePhase `json:"phase"`
-
-	// message says why the host is not Ready.
+	// message says why.
 	// +optional
 	// +kubebuilder:validation:MaxLength=1024
 	Message string `json:"message,omitempty"`
-
-	// idle instances in the host's pool.
-	// +optional
-	Idle int32 `json:"idle,omitempty"`
-
-	// busy instances in the host's pool.
-	// +optional
-	Busy int32 `json:"busy,omitempty"`
-
-	// calls served since the host loaded the plugin.
-	// +optional
-	Calls int64 `json:"calls,omitempty"`
-
-	// failures among those calls.
-	// +optional
-	Failures int64 `json:"failures,omitempty"`
-
-	// lastUpdateTime is when the host last wrote this entry.
-	// +optional
-	LastUpdateTime *metav1.Time `json:"lastUpdateTime,omitempty"`
 }
 
 // WasmPlugin runs a WebAssembly module, built with any Extism PDK, on the node hosts of a cluster.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -38,7 +39,8 @@ type hostOptions struct {
 	audiences, tlsCert, tlsKey        string
 	auth                              bool
 	maxConnections                    int
-	leaseDuration, statusInterval     time.Duration
+	leaseDuration, reportInterval     time.Duration
+	identity, advertise               string
 	compile                           compileFlags
 	stateDir                          string
 	redis                             redisFlags
@@ -59,7 +61,9 @@ func runHost(args []string) int {
 	fs.StringVar(&o.tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.IntVar(&o.maxConnections, "max-connections", hostapi.DefaultMaxConnections, "connections the call API serves at once; more wait")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
-	fs.DurationVar(&o.statusInterval, "status-interval", host.DefaultStatusInterval, "least time between two status writes that only update counters")
+	fs.DurationVar(&o.reportInterval, "report-interval", host.DefaultReportInterval, "least time between two writes of this node's WasmHost report; the changes within it make one write")
+	fs.StringVar(&o.identity, "identity", defaultIdentity(), "name of this host process in the node's Lease and WasmHost; $POD_NAME when set, else the machine's host name. Two hosts of one node (a surge pod) need different ones")
+	fs.StringVar(&o.advertise, "advertise-url", "", "base URL of this host's call API published in its WasmHost, for the controller's Cluster schedules; default https://$POD_IP:<--listen port> when $POD_IP is set")
 	fs.StringVar(&o.stateDir, "state-dir", "/var/lib/wasm-operator/host", "node-local folder where the host records the plugin version it is loading, so that after a crash it refuses that version; empty disables it")
 	o.compile.register(fs)
 	o.redis.register(fs)
@@ -132,8 +136,9 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 			return fmt.Errorf("%w (set --state-dir to a writable node-local folder)", err)
 		}
 	}
-	r := &host.Reconciler{Client: mgr.GetClient(), Node: o.node, Namespace: o.namespace, Plugins: plugins,
-		LeaseDuration: o.leaseDuration, StatusInterval: o.statusInterval}
+	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: o.node,
+		Identity: o.identity, Endpoint: advertiseURL(o), Namespace: o.namespace, Loader: plugins,
+		LeaseDuration: o.leaseDuration, ReportInterval: o.reportInterval}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -183,6 +188,35 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	}
 	log.Info("host stopped", "node", o.node)
 	return nil
+}
+
+// defaultIdentity is the pod's name, which the chart passes as $POD_NAME, else the machine's host name.
+func defaultIdentity() string {
+	if n := os.Getenv("POD_NAME"); n != "" {
+		return n
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// advertiseURL is --advertise-url, or the call API on the pod's IP.
+func advertiseURL(o hostOptions) string {
+	if o.advertise != "" {
+		return o.advertise
+	}
+	ip := os.Getenv("POD_IP")
+	if ip == "" {
+		return ""
+	}
+	_, port, err := net.SplitHostPort(o.listen)
+	if err != nil {
+		return ""
+	}
+	scheme := "https"
+	if o.tlsCert == "" {
+		scheme = "http"
+	}
+	return scheme + "://" + net.JoinHostPort(ip, port)
 }
 
 // drainer delays a host's stop after SIGTERM: for delay, /readyz fails, so that the kubelet takes the pod

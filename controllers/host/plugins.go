@@ -18,6 +18,7 @@ import (
 	"github.com/wasm-operator/wasm-operator/controllers"
 	"github.com/wasm-operator/wasm-operator/internal/crashguard"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
 	"github.com/wasm-operator/wasm-operator/internal/kv"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/pool"
@@ -44,12 +45,11 @@ type version struct {
 type plugin struct {
 	cur atomic.Pointer[version]
 
-	// Counters since the host first loaded the plugin, for status.nodes.
-	calls, failures atomic.Int64
-
-	mu      sync.Mutex
-	phase   wasmv1.NodePhase
-	message string
+	mu         sync.Mutex
+	phase      wasmv1.NodePhase
+	message    string
+	generation int64
+	since      time.Time
 }
 
 // Plugins is the table of plugins a host serves. It implements hostapi.Invoker.
@@ -69,7 +69,10 @@ type Plugins struct {
 	plugins map[types.NamespacedName]*plugin
 }
 
-var _ hostapi.Invoker = (*Plugins)(nil)
+var (
+	_ hostapi.Invoker = (*Plugins)(nil)
+	_ Loader          = (*Plugins)(nil)
+)
 
 func (h *Plugins) get(key types.NamespacedName) *plugin {
 	h.mu.RLock()
@@ -85,7 +88,7 @@ func (h *Plugins) getOrAdd(key types.NamespacedName) *plugin {
 	}
 	p, ok := h.plugins[key]
 	if !ok {
-		p = &plugin{phase: wasmv1.NodePhaseLoading}
+		p = &plugin{phase: wasmv1.NodePhaseLoading, since: time.Now()}
 		h.plugins[key] = p
 	}
 	return p
@@ -114,24 +117,25 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 	digest := obj.Status.Artifact.Digest
 	want := versionKey(obj, digest)
 	p := h.getOrAdd(key)
+	p.setGeneration(obj.Generation)
 	if cur := p.cur.Load(); cur != nil && cur.key == want {
 		p.setPhase(wasmv1.NodePhaseReady, "")
 		return nil
 	}
 	if !p.phaseIs(wasmv1.NodePhaseFailed) { // a failure stays visible while the caller retries
-		p.setPhase(wasmv1.NodePhaseLoading, "loading "+controllers.ShortDigest(digest))
+		p.setPhase(wasmv1.NodePhaseLoading, "loading "+hostcontract.ShortDigest(digest))
 	}
 
 	if h.Guard != nil {
 		err := h.Guard.Begin(key.String(), want)
 		if errors.Is(err, crashguard.ErrSuspectLoading) {
-			return fmt.Errorf("load %s: %w", controllers.ShortDigest(digest), err) // tried again with backoff
+			return fmt.Errorf("load %s: %w", hostcontract.ShortDigest(digest), err) // tried again with backoff
 		}
 		if err != nil {
 			// Retrying would crash the host again: the version stays Failed until it changes.
-			msg := fmt.Sprintf("load %s: %v", controllers.ShortDigest(digest), err)
+			msg := fmt.Sprintf("load %s: %v", hostcontract.ShortDigest(digest), err)
 			if cur := p.cur.Load(); cur != nil {
-				msg += "; serving " + controllers.ShortDigest(cur.digest)
+				msg += "; serving " + hostcontract.ShortDigest(cur.digest)
 			}
 			p.setPhase(wasmv1.NodePhaseFailed, msg)
 			return nil
@@ -144,17 +148,17 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 		if h.Metrics != nil {
 			h.Metrics.LoadFailures.WithLabelValues(obj.Namespace, obj.Name).Inc()
 		}
-		msg := fmt.Sprintf("load %s: %v", controllers.ShortDigest(digest), err)
+		msg := fmt.Sprintf("load %s: %v", hostcontract.ShortDigest(digest), err)
 		var ie *runtime.ImportError
 		if errors.As(err, &ie) || errors.Is(err, runtime.ErrMemoryLimit) {
 			// The spec now forbids what the old version is allowed (a permission revoked, a limit
 			// lowered): serving it would keep a grant the user took back.
 			if old := p.cur.Swap(nil); old != nil {
 				go h.retire(old)
-				msg += "; stopped serving " + controllers.ShortDigest(old.digest) + ", which the new spec does not allow"
+				msg += "; stopped serving " + hostcontract.ShortDigest(old.digest) + ", which the new spec does not allow"
 			}
 		} else if cur := p.cur.Load(); cur != nil {
-			msg += "; serving " + controllers.ShortDigest(cur.digest)
+			msg += "; serving " + hostcontract.ShortDigest(cur.digest)
 		}
 		p.setPhase(wasmv1.NodePhaseFailed, msg)
 		return err
@@ -171,11 +175,24 @@ func (h *Plugins) Ensure(ctx context.Context, obj *wasmv1.WasmPlugin) error {
 	return nil
 }
 
-// setPhase records the load state.
+// setPhase records the load state, and since when it holds.
 func (p *plugin) setPhase(phase wasmv1.NodePhase, msg string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.phase != phase {
+		p.since = time.Now()
+	}
 	p.phase, p.message = phase, msg
+}
+
+// setGeneration records the generation of the spec being applied.
+func (p *plugin) setGeneration(g int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.generation != g {
+		p.since = time.Now()
+	}
+	p.generation = g
 }
 
 func (p *plugin) phaseIs(phase wasmv1.NodePhase) bool {
@@ -195,7 +212,7 @@ func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key 
 		return nil, fmt.Errorf("module missing from the shared cache; the controller stores it again: %w", err)
 	case errors.Is(err, store.ErrCorrupt):
 		// The cache is read-only here: the controller sees this message and stores the module again.
-		return nil, fmt.Errorf("%s; the controller stores it again: %w", controllers.MessageCorruptModule, err)
+		return nil, fmt.Errorf("%s; the controller stores it again: %w", hostcontract.MessageCorruptModule, err)
 	case err != nil:
 		return nil, fmt.Errorf("read module: %w", err)
 	}
@@ -301,23 +318,19 @@ func (h *Plugins) Keys() []types.NamespacedName {
 	return out
 }
 
-// Entry is the host's status.nodes entry for a plugin, without the node name and time; ok is false when the
-// host has no state for it.
-func (h *Plugins) Entry(key types.NamespacedName) (wasmv1.NodeStatus, bool) {
+// State implements Loader: the plugin's phase, the digest it serves and the generation it applies.
+func (h *Plugins) State(key types.NamespacedName) (State, bool) {
 	p := h.get(key)
 	if p == nil {
-		return wasmv1.NodeStatus{}, false
+		return State{}, false
 	}
 	p.mu.Lock()
-	e := wasmv1.NodeStatus{Phase: p.phase, Message: p.message}
+	st := State{Generation: p.generation, Phase: p.phase, Message: p.message, Since: p.since}
 	p.mu.Unlock()
 	if v := p.cur.Load(); v != nil {
-		e.Digest = v.digest
-		st := v.pool.Stats()
-		e.Idle, e.Busy = int32(st.Idle), int32(st.Busy)
+		st.Digest = v.digest
 	}
-	e.Calls, e.Failures = p.calls.Load(), p.failures.Load()
-	return e, true
+	return st, true
 }
 
 // UpdateGauges sets the pool metrics of every plugin.
@@ -371,10 +384,8 @@ func (h *Plugins) Invoke(ctx context.Context, namespace, name, function string, 
 			}
 			continue
 		case errors.Is(err, pool.ErrSaturated):
-			p.failures.Add(1)
 			return nil, &hostapi.SaturatedError{RetryAfter: v.acquire}
 		case err != nil:
-			p.failures.Add(1)
 			return nil, err
 		}
 		out, rc, err := in.Value().Call(ctx, function, input)
@@ -383,11 +394,9 @@ func (h *Plugins) Invoke(ctx context.Context, namespace, name, function string, 
 		} else {
 			v.pool.Put(in)
 		}
-		p.calls.Add(1)
 		if err == nil && rc == 0 {
 			return out, nil
 		}
-		p.failures.Add(1)
 		return nil, callError(ctx, err, rc)
 	}
 }

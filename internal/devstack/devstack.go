@@ -303,16 +303,17 @@ func (p *Process) Exited() (bool, error) {
 	}
 }
 
-// RunAs makes the process name ("controller" or "host-<node>") reach the API server as user with groups,
-// through impersonation by the admin, so that only the RBAC bound to that user applies to it, as in a
-// cluster where it runs under its ServiceAccount.
-func (s *Stack) RunAs(name, user string, groups []string) error {
+// RunAs makes the process name ("controller" or "host-<node>") reach the API server as user with groups
+// and user extra (such as the node-name claim of a pod-bound token), through impersonation by the admin,
+// so that only the RBAC and admission policies bound to that user apply to it, as in a cluster where it
+// runs under its ServiceAccount.
+func (s *Stack) RunAs(name, user string, groups []string, extra map[string][]string) error {
 	cfg, err := clientcmd.LoadFromFile(s.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("read the admin kubeconfig: %w", err)
 	}
 	for _, a := range cfg.AuthInfos {
-		a.Impersonate, a.ImpersonateGroups = user, groups
+		a.Impersonate, a.ImpersonateGroups, a.ImpersonateUserExtra = user, groups, extra
 	}
 	path := filepath.Join(s.opts.Dir, name+".kubeconfig")
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {

@@ -37,7 +37,7 @@ func TestHostileBesideGood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	host, err := s.StartHost("node-a", addr, "--lease-duration=4s", "--status-interval=1s")
+	host, err := s.StartHost("node-a", addr, "--lease-duration=4s")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +72,8 @@ func TestHostileBesideGood(t *testing.T) {
 			t.Fatalf("while hostile plugins load: %s", msg)
 		}
 		waitPlugin(t, s, fmt.Sprintf("start-loop-%d", i), "Failed on node-a naming the limit", func(p *wasmv1.WasmPlugin) bool {
-			return len(p.Status.Nodes) == 1 && p.Status.Nodes[0].Phase == wasmv1.NodePhaseFailed &&
-				strings.Contains(p.Status.Nodes[0].Message, "the start function did not finish within 1s (limits.callTimeout)")
+			return len(p.Status.NotReadyNodes) == 1 && p.Status.NotReadyNodes[0].Phase == string(wasmv1.NodePhaseFailed) &&
+				strings.Contains(p.Status.NotReadyNodes[0].Message, "the start function did not finish within 1s (limits.callTimeout)")
 		})
 	}
 	if ok, msg := answers(); !ok {
@@ -104,15 +104,15 @@ func TestHostileBesideGood(t *testing.T) {
 		eventually(t, wait, loading(suspect))
 		host.Kill()
 		restart := time.Now()
-		if host, err = s.StartHost("node-a", addr, "--lease-duration=4s", "--status-interval=1s"); err != nil {
+		if host, err = s.StartHost("node-a", addr, "--lease-duration=4s"); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 10*time.Second, answers)
 		t.Logf("greet answered %v after the host's restart", time.Since(restart).Round(10*time.Millisecond))
 	}
 	waitPlugin(t, s, "stuck", "Failed: crashed the host", func(p *wasmv1.WasmPlugin) bool {
-		return len(p.Status.Nodes) == 1 && p.Status.Nodes[0].Phase == wasmv1.NodePhaseFailed &&
-			strings.Contains(p.Status.Nodes[0].Message, "crashed the host while it loaded it")
+		return len(p.Status.NotReadyNodes) == 1 && p.Status.NotReadyNodes[0].Phase == string(wasmv1.NodePhaseFailed) &&
+			strings.Contains(p.Status.NotReadyNodes[0].Message, "crashed the host while it loaded it")
 	})
 	if exited, err := host.Exited(); exited {
 		t.Fatalf("host exited: %v", err)

@@ -71,7 +71,7 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 			n = &node{name: name, addr: addr}
 			nodes[name] = n
 		}
-		if n.proc, err = s.StartHost(name, n.addr, "--lease-duration=4s", "--status-interval=1s"); err != nil {
+		if n.proc, err = s.StartHost(name, n.addr, "--lease-duration=4s"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,9 +202,11 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 		update(t, s, "greet", func(p *wasmv1.WasmPlugin) {
 			p.Spec.Placement = &wasmv1.Placement{NodeSelector: map[string]string{"zone": "a"}}
 		})
-		waitPlugin(t, s, "greet", "1/1 on node-a, node-b's entry gone", func(p *wasmv1.WasmPlugin) bool {
-			return isReady(p) && p.Status.TargetNodes == 1 && p.Status.ReadyNodes == 1 &&
-				len(p.Status.Nodes) == 1 && p.Status.Nodes[0].Name == "node-a"
+		waitPlugin(t, s, "greet", "1/1 on node-a", func(p *wasmv1.WasmPlugin) bool {
+			return isReady(p) && p.Status.TargetNodes == 1 && p.Status.ReadyNodes == 1 && p.Status.NotReadyCount == 0
+		})
+		waitHost(t, s, "node-b", "greet unloaded from node-b's report", func(h *wasmv1.WasmHost) bool {
+			return entry(h, "greet") == nil
 		})
 		if code, body := call(t, nodes["node-b"].addr, "greet", "greet", allowed, "x"); code != 404 {
 			t.Fatalf("node-b still serves after placement moved: %d %s", code, body)
@@ -219,7 +221,7 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 		compiled := countFiles(t, filepath.Join(s.CacheDir, "compiled"))
 		nodes["node-b"].proc.Kill() // no clean shutdown: only Lease expiry tells
 		p := waitPlugin(t, s, "greet", "node-b dropped after its Lease expired", func(p *wasmv1.WasmPlugin) bool {
-			return p.Status.TargetNodes == 1 && len(p.Status.Nodes) == 1
+			return p.Status.TargetNodes == 1 && p.Status.UpdatedNodes == 1
 		})
 		if !isReady(p) || p.Status.NodeSummary != "1/1" {
 			t.Fatalf("Ready not truthful with node-a serving: %s", p.Status.NodeSummary)
@@ -247,20 +249,18 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 		if err := nodes["node-b"].proc.Stop(30 * time.Second); err != nil {
 			t.Fatalf("node-b did not stop cleanly: %v", err)
 		}
-		// On the way out the host removed its entry and deleted its Lease: nothing waits for expiry.
+		// On the way out the host cleared its report and deleted its Lease: nothing waits for expiry.
 		var lease coordinationv1.Lease
 		err := s.Client.Get(ctx, client.ObjectKey{Namespace: devstack.Namespace, Name: "wasm-host-node-b"}, &lease)
 		if !apierrors.IsNotFound(err) {
 			t.Fatalf("node-b's Lease is still there after a clean shutdown: %v", err)
 		}
-		var p wasmv1.WasmPlugin
-		if err := s.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "greet"}, &p); err != nil {
+		var h wasmv1.WasmHost
+		if err := s.Client.Get(ctx, client.ObjectKey{Name: "node-b"}, &h); err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range p.Status.Nodes {
-			if n.Name == "node-b" {
-				t.Fatalf("node-b's entry is still there after a clean shutdown: %+v", n)
-			}
+		if h.Status.PluginCount != 0 || h.Status.Holder != "" {
+			t.Fatalf("node-b's report is still there after a clean shutdown: %+v", h.Status)
 		}
 		waitPlugin(t, s, "greet", "target set without node-b", func(p *wasmv1.WasmPlugin) bool {
 			return isReady(p) && p.Status.TargetNodes == 1
@@ -448,9 +448,32 @@ func waitPlugin(t *testing.T, s *devstack.Stack, name, what string, cond func(*w
 		if c := meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionReady); c != nil {
 			msg = string(c.Status) + " " + c.Reason + ": " + c.Message
 		}
-		return cond(&p), fmt.Sprintf("%s: Ready=%s nodes=%s entries=%+v", what, msg, p.Status.NodeSummary, p.Status.Nodes)
+		return cond(&p), fmt.Sprintf("%s: Ready=%s nodes=%s not ready=%+v", what, msg, p.Status.NodeSummary, p.Status.NotReadyNodes)
 	})
 	return &p
+}
+
+// waitHost waits until node's WasmHost satisfies cond.
+func waitHost(t *testing.T, s *devstack.Stack, node, what string, cond func(*wasmv1.WasmHost) bool) *wasmv1.WasmHost {
+	t.Helper()
+	var h wasmv1.WasmHost
+	eventually(t, wait, func() (bool, string) {
+		if err := s.Client.Get(context.Background(), client.ObjectKey{Name: node}, &h); err != nil {
+			return false, err.Error()
+		}
+		return cond(&h), fmt.Sprintf("%s: holder %q, plugins %+v", what, h.Status.Holder, h.Status.Plugins)
+	})
+	return &h
+}
+
+// entry is the report of plugin default/name in h, or nil.
+func entry(h *wasmv1.WasmHost, name string) *wasmv1.HostPlugin {
+	for i, p := range h.Status.Plugins {
+		if p.Namespace == "default" && p.Name == name {
+			return &h.Status.Plugins[i]
+		}
+	}
+	return nil
 }
 
 func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {

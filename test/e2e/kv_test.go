@@ -34,7 +34,7 @@ func TestKV(t *testing.T) {
 			t.Fatal(err)
 		}
 		addrs[name] = addr
-		if _, err := s.StartHost(name, addr, "--lease-duration=4s", "--status-interval=1s", "--kv-redis-address="+redisAddr); err != nil {
+		if _, err := s.StartHost(name, addr, "--lease-duration=4s", "--kv-redis-address="+redisAddr); err != nil {
 			t.Fatal(err)
 		}
 	}

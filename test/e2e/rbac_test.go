@@ -11,10 +11,13 @@ import (
 	"testing"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/devstack"
@@ -22,7 +25,11 @@ import (
 )
 
 // rbacKinds are the objects of the chart that decide what the operator may do.
-var rbacKinds = map[string]bool{"ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true}
+var rbacKinds = map[string]bool{"ServiceAccount": true, "ClusterRole": true, "ClusterRoleBinding": true, "Role": true, "RoleBinding": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true}
+
+// nodeNameClaim is the user extra a pod-bound ServiceAccount token carries: the node of the pod.
+const nodeNameClaim = "authentication.kubernetes.io/node-name"
 
 // chartRBAC returns a setup that creates the chart's ServiceAccounts and RBAC, changed by edit, and runs
 // the controller and the hosts as those ServiceAccounts, so only the chart's RBAC applies to them.
@@ -52,15 +59,19 @@ func chartRBAC(edit func(*unstructured.Unstructured)) func(*testing.T, *devstack
 				t.Fatalf("create %s %s: %v", o.GetKind(), o.GetName(), err)
 			}
 		}
-		as := func(process, account string) {
+		as := func(process, account, node string) {
 			imp := sa.Impersonate(account)
-			if err := s.RunAs(process, imp.UserName, imp.Groups); err != nil {
+			var extra map[string][]string
+			if node != "" {
+				extra = map[string][]string{nodeNameClaim: {node}}
+			}
+			if err := s.RunAs(process, imp.UserName, imp.Groups, extra); err != nil {
 				t.Fatal(err)
 			}
 		}
-		as("controller", sa.Controller)
-		as("host-node-a", sa.Host)
-		as("host-node-b", sa.Host)
+		as("controller", sa.Controller, "")
+		as("host-node-a", sa.Host, "node-a")
+		as("host-node-b", sa.Host, "node-b")
 	}
 }
 
@@ -68,8 +79,8 @@ func chartRBAC(edit func(*unstructured.Unstructured)) func(*testing.T, *devstack
 // controller and the hosts acting as the chart's ServiceAccounts.
 func TestLifecycleWithChartRBAC(t *testing.T) { lifecycle(t, chartRBAC(nil)) }
 
-// TestMissingPermissionFails proves the RBAC proof can fail: without patch on wasmplugins/status the host
-// cannot report, so the plugin never becomes Ready, and the host's log says it was forbidden.
+// TestMissingPermissionFails proves the RBAC proof can fail: without its rule on wasmhosts the host cannot
+// report, so the plugin never becomes Ready, and the host's log says it was forbidden.
 func TestMissingPermissionFails(t *testing.T) {
 	ctx := context.Background()
 	s, err := devstack.Start(ctx, devstack.Options{Dir: t.TempDir()})
@@ -86,7 +97,7 @@ func TestMissingPermissionFails(t *testing.T) {
 		var keep []any
 		for _, r := range rules {
 			res, _, _ := unstructured.NestedStringSlice(r.(map[string]any), "resources")
-			if len(res) == 1 && res[0] == "wasmplugins/status" {
+			if len(res) == 1 && res[0] == "wasmhosts" {
 				removed = true
 				continue
 			}
@@ -95,7 +106,7 @@ func TestMissingPermissionFails(t *testing.T) {
 		_ = unstructured.SetNestedSlice(o.Object, keep, "rules")
 	})(t, s)
 	if !removed {
-		t.Fatal("the chart's host role has no wasmplugins/status rule to remove")
+		t.Fatal("the chart's host role has no wasmhosts rule to remove")
 	}
 	if err := s.AddNode(ctx, "node-a", nil); err != nil {
 		t.Fatal(err)
@@ -114,8 +125,8 @@ func TestMissingPermissionFails(t *testing.T) {
 	}
 	eventually(t, wait, func() (bool, string) {
 		b, _ := os.ReadFile(s.LogPath("host-node-a"))
-		return strings.Contains(string(b), "forbidden") && strings.Contains(string(b), "wasmplugins/status"),
-			"the host log does not say it was forbidden to write status:\n" + string(tail(b, 2048))
+		return strings.Contains(string(b), "forbidden") && strings.Contains(string(b), "wasmhosts"),
+			"the host log does not say it was forbidden to write its report:\n" + string(tail(b, 2048))
 	})
 	got := waitPlugin(t, s, "greet", "the controller validated the module", func(p *wasmv1.WasmPlugin) bool {
 		return p.Status.Artifact != nil && p.Status.TargetNodes == 1
@@ -172,5 +183,67 @@ func TestControllerMetricsGuarded(t *testing.T) {
 	stranger := tokenFor(t, kube, "stranger")
 	if code, _ := get(stranger); code != http.StatusForbidden {
 		t.Fatalf("GET /metrics with a token not allowed to: %d, want 403", code)
+	}
+}
+
+// TestHostWritesOnlyItsOwnNode: under the chart's admission policy, a host's ServiceAccount may write the
+// WasmHost and the Lease of the node its token names, and no other node's; a token without the node claim
+// writes none.
+func TestHostWritesOnlyItsOwnNode(t *testing.T) {
+	ctx := context.Background()
+	s, err := devstack.Start(ctx, devstack.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	chartRBAC(nil)(t, s)
+	objs, err := chart.Render("wasm-operator", devstack.Namespace, "--set", "crds.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, err := chart.ServiceAccounts(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostClient := func(node string) client.Client {
+		cfg := rest.CopyConfig(s.Config)
+		cfg.Impersonate = sa.Impersonate(sa.Host)
+		if node != "" {
+			cfg.Impersonate.Extra = map[string][]string{nodeNameClaim: {node}}
+		}
+		c, err := client.New(cfg, client.Options{Scheme: s.Client.Scheme()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	report := func(node string) client.Object {
+		return &wasmv1.WasmHost{ObjectMeta: metav1.ObjectMeta{Name: node}, Spec: wasmv1.WasmHostSpec{NodeName: node}}
+	}
+	lease := func(node string) client.Object {
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: "wasm-host-" + node, Namespace: devstack.Namespace}}
+	}
+	a := hostClient("node-a")
+	for _, c := range []struct {
+		name string
+		c    client.Client
+		obj  client.Object
+		want string
+	}{
+		{"another node's report", a, report("node-b"), "the host of node node-a may write only wasmhosts node-a, not node-b"},
+		{"another node's lease", a, lease("node-b"), "the host of node node-a may write only leases wasm-host-node-a, not wasm-host-node-b"},
+		{"a token without the node claim", hostClient(""), report("node-a"), "only with a pod-bound ServiceAccount token that names its node"},
+	} {
+		// The policy takes effect once the API server has loaded it.
+		eventually(t, wait, func() (bool, string) {
+			err := c.c.Create(ctx, c.obj.DeepCopyObject().(client.Object))
+			return apierrors.IsForbidden(err) && strings.Contains(err.Error(), c.want),
+				fmt.Sprintf("%s: %v; want Forbidden: %s", c.name, err, c.want)
+		})
+	}
+	for _, obj := range []client.Object{report("node-a"), lease("node-a")} {
+		if err := a.Create(ctx, obj); err != nil {
+			t.Fatalf("the host of node-a may not write its own %T: %v", obj, err)
+		}
 	}
 }

@@ -1,0 +1,315 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
+)
+
+// maxReportMessage bounds an entry's message, so that a host's report of many failing plugins stays well
+// inside an object's size limit.
+const maxReportMessage = 512
+
+// reporter writes the node's WasmHost: one entry per plugin the host has state for. It writes only when an
+// entry changed (phase, digest, generation, message), at most once per ReportInterval, and only while the
+// host holds the node's Lease.
+type reporter struct {
+	r     *Reconciler
+	dirty chan struct{}
+
+	// Owned by the Start goroutine (and by clear, after Start returned).
+	obj       *wasmv1.WasmHost // as last read or written
+	published map[types.NamespacedName]wasmv1.HostPlugin
+	// carried are the entries found at start, kept for plugins this host has not loaded yet while the
+	// start grace lasts, when the Lease was live as it took it (the controller counted them).
+	carried   map[types.NamespacedName]wasmv1.HostPlugin
+	startedAt time.Time
+}
+
+// NeedLeaderElection is false: every host reports its own node.
+func (p *reporter) NeedLeaderElection() bool { return false }
+
+// changed asks for a report; calls within one ReportInterval make one write.
+func (p *reporter) changed() {
+	select {
+	case p.dirty <- struct{}{}:
+	default:
+	}
+}
+
+func (p *reporter) Start(ctx context.Context) error {
+	r := p.r
+	log := ctrl.LoggerFrom(ctx).WithValues("node", r.Node)
+	p.startedAt = time.Now()
+	var lastWrite time.Time
+	recheck := time.NewTimer(time.Hour)
+	defer recheck.Stop()
+	first := true
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.dirty:
+		case <-recheck.C:
+		}
+		if !r.lease.holds() {
+			continue // another host of this node reports; or the Lease is not taken yet
+		}
+		if first {
+			if err := p.load(ctx); err != nil {
+				log.Error(err, "read the host report")
+				p.retryIn(recheck, time.Second)
+				continue
+			}
+			first = false
+		}
+		if wait := r.ReportInterval - time.Since(lastWrite); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+		entries, next := p.desired(time.Now())
+		wrote, err := p.write(ctx, entries)
+		if err != nil {
+			log.Error(err, "write the host report")
+			p.obj = nil // read it again: a conflict means someone else wrote it
+			next = time.Second
+		} else if wrote {
+			lastWrite = time.Now()
+		}
+		// A load still in its grace is looked at again when the grace ends.
+		p.retryIn(recheck, min(next, r.LoadingGrace))
+	}
+}
+
+func (p *reporter) retryIn(t *time.Timer, d time.Duration) {
+	if !t.Stop() {
+		select {
+		case <-t.C:
+		default:
+		}
+	}
+	t.Reset(d)
+}
+
+// load reads the node's WasmHost as it stands, left by this host's previous process or the host it
+// replaces.
+func (p *reporter) load(ctx context.Context) error {
+	var obj wasmv1.WasmHost
+	err := p.r.APIReader.Get(ctx, types.NamespacedName{Name: p.r.Node}, &obj)
+	if apierrors.IsNotFound(err) {
+		p.obj = nil
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	p.obj = &obj
+	p.published = entryMap(obj.Status.Plugins)
+	if p.r.lease.keepsStartReport() {
+		p.carried = entryMap(obj.Status.Plugins)
+	}
+	return nil
+}
+
+func entryMap(list []wasmv1.HostPlugin) map[types.NamespacedName]wasmv1.HostPlugin {
+	m := make(map[types.NamespacedName]wasmv1.HostPlugin, len(list))
+	for _, e := range list {
+		m[types.NamespacedName{Namespace: e.Namespace, Name: e.Name}] = e
+	}
+	return m
+}
+
+// desired builds the report from the loader's states at now, and says when it should be built again (a
+// grace ending). A plugin loading for less than LoadingGrace keeps its last published entry (none if it
+// had none); a plugin known only from the start's report keeps that entry for LoadingGrace after start.
+// An entry whose phase, digest, generation and message did not change keeps its since time.
+func (p *reporter) desired(now time.Time) ([]wasmv1.HostPlugin, time.Duration) {
+	r := p.r
+	next := time.Hour
+	soon := func(at time.Time) {
+		if d := at.Sub(now); d > 0 && d < next {
+			next = d
+		}
+	}
+	keys := r.Loader.Keys()
+	seen := make(map[types.NamespacedName]bool, len(keys))
+	var out []wasmv1.HostPlugin
+	prev := func(k types.NamespacedName) (wasmv1.HostPlugin, bool) {
+		if e, ok := p.published[k]; ok {
+			return e, true
+		}
+		e, ok := p.carried[k]
+		return e, ok
+	}
+	for _, k := range keys {
+		st, ok := r.Loader.State(k)
+		if !ok {
+			continue
+		}
+		seen[k] = true
+		if st.Phase == wasmv1.NodePhaseLoading && now.Sub(st.Since) < r.LoadingGrace {
+			soon(st.Since.Add(r.LoadingGrace))
+			if e, ok := prev(k); ok {
+				out = append(out, e)
+			}
+			continue
+		}
+		e := wasmv1.HostPlugin{Namespace: k.Namespace, Name: k.Name, Generation: st.Generation, Digest: st.Digest,
+			Phase: st.Phase, Message: truncate(st.Message, maxReportMessage), Since: &metav1.Time{Time: st.Since.Truncate(time.Second)}}
+		if old, ok := prev(k); ok && sameEntry(old, e) {
+			e.Since = old.Since
+		}
+		out = append(out, e)
+	}
+	if until := p.startedAt.Add(r.LoadingGrace); now.Before(until) {
+		for k, e := range p.carried {
+			if !seen[k] {
+				out = append(out, e)
+			}
+		}
+		soon(until)
+	} else {
+		p.carried = nil
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Namespace != out[j].Namespace {
+			return out[i].Namespace < out[j].Namespace
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, next
+}
+
+// sameEntry compares entries without their since time.
+func sameEntry(a, b wasmv1.HostPlugin) bool {
+	a.Since, b.Since = nil, nil
+	return a == b
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-3] + "..."
+}
+
+// write applies the report when it differs from what the object holds. A report last written by another
+// identity is overwritten only while the Lease says this host holds it: a host that a newer one replaced
+// never writes over the newer one's report.
+func (p *reporter) write(ctx context.Context, entries []wasmv1.HostPlugin) (bool, error) {
+	r := p.r
+	if p.obj == nil {
+		var obj wasmv1.WasmHost
+		err := r.APIReader.Get(ctx, types.NamespacedName{Name: r.Node}, &obj)
+		switch {
+		case apierrors.IsNotFound(err):
+			return true, p.create(ctx, entries)
+		case err != nil:
+			return false, err
+		}
+		p.obj = &obj
+	}
+	st := reportStatus(r, entries)
+	if equalStatus(p.obj.Status, st) {
+		p.published = entryMap(entries)
+		return false, nil
+	}
+	if h := p.obj.Status.Holder; h != "" && h != r.Identity {
+		holder, err := p.leaseHolder(ctx)
+		if err != nil {
+			return false, err
+		}
+		if holder != r.Identity {
+			r.lease.held.Store(false)
+			return false, nil
+		}
+	}
+	obj := p.obj.DeepCopy()
+	obj.Status = st
+	if err := r.Update(ctx, obj, client.FieldOwner(hostcontract.FieldManager)); err != nil {
+		return false, fmt.Errorf("update wasmhost %s: %w", r.Node, err)
+	}
+	p.obj, p.published = obj, entryMap(entries)
+	return true, nil
+}
+
+func (p *reporter) create(ctx context.Context, entries []wasmv1.HostPlugin) error {
+	r := p.r
+	obj := &wasmv1.WasmHost{ObjectMeta: metav1.ObjectMeta{Name: r.Node}, Spec: wasmv1.WasmHostSpec{NodeName: r.Node},
+		Status: reportStatus(r, entries)}
+	// Owned by its Node, when there is one: the garbage collector removes the report of a deleted node.
+	var node corev1.Node
+	if err := r.Get(ctx, types.NamespacedName{Name: r.Node}, &node); err == nil {
+		obj.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID}}
+	}
+	if err := r.Create(ctx, obj, client.FieldOwner(hostcontract.FieldManager)); err != nil {
+		return fmt.Errorf("create wasmhost %s: %w", r.Node, err)
+	}
+	p.obj, p.published = obj, entryMap(entries)
+	return nil
+}
+
+func (p *reporter) leaseHolder(ctx context.Context) (string, error) {
+	l := &coordinationv1.Lease{}
+	if err := p.r.APIReader.Get(ctx, types.NamespacedName{Namespace: p.r.Namespace, Name: hostcontract.LeaseName(p.r.Node)}, l); err != nil {
+		return "", fmt.Errorf("read the host lease: %w", err)
+	}
+	return ptr.Deref(l.Spec.HolderIdentity, ""), nil
+}
+
+func reportStatus(r *Reconciler, entries []wasmv1.HostPlugin) wasmv1.WasmHostStatus {
+	st := wasmv1.WasmHostStatus{Holder: r.Identity, Endpoint: r.Endpoint, Plugins: entries, PluginCount: int32(len(entries))}
+	for _, e := range entries {
+		switch e.Phase {
+		case wasmv1.NodePhaseReady:
+			st.ReadyCount++
+		case wasmv1.NodePhaseFailed:
+			st.FailedCount++
+		}
+	}
+	return st
+}
+
+func equalStatus(a, b wasmv1.WasmHostStatus) bool {
+	if a.Holder != b.Holder || a.Endpoint != b.Endpoint || a.PluginCount != b.PluginCount ||
+		a.ReadyCount != b.ReadyCount || a.FailedCount != b.FailedCount || len(a.Plugins) != len(b.Plugins) {
+		return false
+	}
+	for i := range a.Plugins {
+		x, y := a.Plugins[i], b.Plugins[i]
+		if !sameEntry(x, y) || !x.Since.Equal(y.Since) {
+			return false
+		}
+	}
+	return true
+}
+
+// clear empties the report as the host leaves: what it served is no longer served here.
+func (p *reporter) clear(ctx context.Context) error {
+	r := p.r
+	var obj wasmv1.WasmHost
+	if err := r.APIReader.Get(ctx, types.NamespacedName{Name: r.Node}, &obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if obj.Status.Holder != r.Identity {
+		return nil
+	}
+	obj.Status = wasmv1.WasmHostStatus{}
+	return r.Update(ctx, &obj, client.FieldOwner(hostcontract.FieldManager))
+}
