@@ -80,6 +80,15 @@ test: envtest-assets test-wazero ## Run every test: unit, envtest, e2e, and waze
 # is a module of its own, which `go test ./...` at the root does not enter.
 WAZERO_TESTS := ./internal/engine/wazevo/... ./internal/wasm/ ./experimental/ ./internal/integration_test/engine/
 
+NODES      ?= 1000
+PLUGINS    ?= 100
+REAL_HOSTS ?= 5
+STEADY     ?= 1m
+.PHONY: bench-scale
+bench-scale: envtest-assets ## Measure the status path at scale: NODES hosts (REAL_HOSTS real, the rest simulated), PLUGINS plugins; prints one "scale:" line.
+	go test -run '^$$' -bench BenchmarkScale -benchtime 1x -timeout 60m ./test/scale/ \
+		-args -nodes $(NODES) -plugins $(PLUGINS) -real-hosts $(REAL_HOSTS) -steady $(STEADY)
+
 .PHONY: test-wazero
 # Without -race: wazero's integration tests under the race detector run past 10 minutes on two cores and
 # were killed; the patched code's own tests in runtime/ run with -race in `test`.

@@ -93,7 +93,8 @@ func (h *hostSet) get(ctx context.Context) ([]Host, error) {
 // compute lists the hosts whose Lease has not expired, with their Node's labels, sorted by node.
 func (h *hostSet) compute(ctx context.Context) ([]Host, error) {
 	var leases coordinationv1.LeaseList
-	if err := h.client.List(ctx, &leases, client.InNamespace(h.namespace), client.HasLabels{hostcontract.LeaseLabel}); err != nil {
+	if err := h.client.List(ctx, &leases, client.InNamespace(h.namespace), client.HasLabels{hostcontract.LeaseLabel},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list host leases: %w", err)
 	}
 	now := h.now()
@@ -105,7 +106,7 @@ func (h *hostSet) compute(ctx context.Context) ([]Host, error) {
 		node := hostcontract.LeaseNode(leases.Items[i].Name)
 		host := Host{Node: node}
 		var n corev1.Node
-		if err := h.client.Get(ctx, types.NamespacedName{Name: node}, &n); err == nil {
+		if err := h.client.Get(ctx, types.NamespacedName{Name: node}, &n, client.UnsafeDisableDeepCopy); err == nil {
 			host.Labels = n.Labels
 		} else if !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("read node %s: %w", node, err)

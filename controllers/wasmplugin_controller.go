@@ -231,7 +231,10 @@ func ChangedReports(old, cur *wasmv1.WasmHost) map[types.NamespacedName]bool {
 // are left out: a lost host leaves the aggregate when it leaves the target set.
 func (r *WasmPluginReconciler) reports(ctx context.Context, key types.NamespacedName, hosts []Host) (map[string]wasmv1.HostPlugin, error) {
 	var list wasmv1.WasmHostList
-	if err := r.List(ctx, &list, client.MatchingFields{indexHostPlugin: hostcontract.PluginKey(key)}); err != nil {
+	// Read only, and large at scale (a report per node of every plugin it serves): the cache's objects
+	// themselves, not copies.
+	if err := r.List(ctx, &list, client.MatchingFields{indexHostPlugin: hostcontract.PluginKey(key)},
+		client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("list host reports: %w", err)
 	}
 	live := make(map[string]bool, len(hosts))

@@ -79,6 +79,9 @@ func runController(args []string) int {
 		metricsSecure = fs.Bool("metrics-secure", true, "serve /metrics over HTTPS (a self-signed certificate) to bearer tokens allowed to get /metrics (TokenReview, SubjectAccessReview); false serves plain HTTP to anyone")
 		probeAddr     = fs.String("health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 		leaderElect   = fs.Bool("leader-elect", true, "elect one active controller among replicas")
+		leaseDur      = fs.Duration("leader-elect-lease-duration", 60*time.Second, "how long a leader's election Lease is valid; a standby takes over this long after a leader is lost without releasing it")
+		renewDeadline = fs.Duration("leader-elect-renew-deadline", 40*time.Second, "how long the leader keeps trying to renew before it gives up leading (and exits, to be restarted)")
+		retryPeriod   = fs.Duration("leader-elect-retry-period", 5*time.Second, "how often the leader renews, and standbys try to acquire")
 		workers       = fs.Int("concurrency", controllers.DefaultConcurrency, "WasmPlugins reconciled at once")
 		gcInterval    = fs.Duration("gc-interval", 10*time.Minute, "how often unreferenced modules are collected from the cache")
 		gcGrace       = fs.Duration("gc-grace", 24*time.Hour, "how long an unreferenced module stays in the cache")
@@ -100,7 +103,7 @@ func runController(args []string) int {
 	}
 	if err := controllerMain(ctrl.SetupSignalHandler(), log, controllerOptions{
 		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, metricsSecure: *metricsSecure, probeAddr: *probeAddr,
-		leaderElect: *leaderElect, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
+		leaderElect: *leaderElect, leaseDuration: *leaseDur, renewDeadline: *renewDeadline, retryPeriod: *retryPeriod, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
 		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes, compile: compile,
 		guard: source.Guard{DenyPrivateNetworks: *denyPrivate, AllowedHosts: splitList(*allowedHosts), AllowLoopback: *allowLoopback},
 	}); err != nil {
@@ -115,6 +118,7 @@ type controllerOptions struct {
 	leaderElect, metricsSecure                  bool
 	workers                                     int
 	gcInterval, gcGrace                         time.Duration
+	leaseDuration, renewDeadline, retryPeriod   time.Duration
 	compile                                     compileFlags
 	qps                                         float32
 	burst                                       int
@@ -154,6 +158,9 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		LeaderElectionID:              "wasm-operator-controller",
 		LeaderElectionNamespace:       o.namespace,
 		LeaderElectionReleaseOnCancel: true,
+		// Longer than controller-runtime's 15 s/10 s/2 s: an API server busy with a rollout on a thousand
+		// nodes answered a renewal late and the leader gave up; a clean stop releases the Lease anyway.
+		LeaseDuration: &o.leaseDuration, RenewDeadline: &o.renewDeadline, RetryPeriod: &o.retryPeriod,
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

@@ -287,6 +287,9 @@ func (p *Process) Stop(timeout time.Duration) error {
 	}
 }
 
+// PID is the process's id, for reading its resource use from /proc.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
 // Kill stops the process at once, as a crashed node would: nothing is cleaned up.
 func (p *Process) Kill() {
 	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
