@@ -143,6 +143,8 @@ type entry struct {
 	runs     context.Context
 	stopRuns context.CancelFunc
 	removed  bool
+	// loops counts the timer loops started, so that tests can tell an idempotent Set from a restart.
+	loops int
 }
 
 // New makes a Runner; it fires nothing before Start.
@@ -310,6 +312,7 @@ func (r *Runner) startLocked(e *entry) {
 	}
 	ctx, cancel := context.WithCancel(r.ctx)
 	e.stopLoop = cancel
+	e.loops++
 	r.wg.Add(1)
 	go r.loop(ctx, e)
 }
