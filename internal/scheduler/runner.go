@@ -354,7 +354,13 @@ func (r *Runner) loop(ctx context.Context, e *entry) {
 		if !ok {
 			return
 		}
-		t := r.clock.NewTimer(next.Sub(r.clock.Now()))
+		wait := next.Sub(r.clock.Now())
+		if wait <= 0 {
+			// The next tick came while this one was handled: handle it now (a fake clock's timer of 0
+			// would wait for the next step).
+			continue
+		}
+		t := r.clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
