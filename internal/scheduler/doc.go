@@ -16,8 +16,7 @@
 //		Targets: targets, // Ready hosts serving that generation: Node and https://<pod IP>:<call port>
 //		Client:  client,  // *http.Client whose TLS trusts the hosts' CA
 //		Token:   token,   // a bearer token of the hosts' audience (TokenRequest, cached until near expiry)
-//		AttemptTimeout: 11 * time.Minute, // above the longest callTimeout
-//	}
+//	} // AttemptTimeout: DefaultAttemptTimeout, above the longest callTimeout
 //	runner, err := scheduler.New(scheduler.Options{
 //		Scope: wasmv1.ScheduleScopeCluster, LeaderElection: true, Fire: firer.Fire,
 //		Registerer: ctrlmetrics.Registry,
@@ -26,16 +25,23 @@
 //	})
 //	mgr.Add(runner)
 //
-// In Reconcile, once the plugin's artifact is Ready for its generation (not when Stalled, and after
-// schedule.CheckSpec passed): runner.Set(req.NamespacedName, obj.Generation, obj.Spec.Suspend,
-// obj.Spec.Schedules, obj.Status.Schedules). Set ignores Node schedules and is cheap and idempotent, so it may
-// be called on every reconcile. On deletion (or not found): runner.Remove(req.NamespacedName). When
-// computing status: status.schedules = runner.Statuses(key) merged with the Node schedules' entries (the
-// Runner returns only the schedules that ran, sorted by name; keep entries of other schedules out). Record
-// runs on the Runner's goroutine and must not block: enqueue a reconcile of the key (a source.Channel of
-// GenericEvents) and let the status step call Statuses, so that status is computed in one place. The
-// targets function reads the hosts' WasmHost objects (live Lease, the plugin's entry Ready at that
-// generation) and the host pods' addresses.
+// In Reconcile, once the artifact step passed: runner.Set(req.NamespacedName, obj.Generation,
+// obj.Spec.Suspend, obj.Spec.Schedules, obj.Status.Schedules). Set ignores Node schedules and is cheap and
+// idempotent: call it on every reconcile. Its error names the schedules that do not parse, as
+// schedule.CheckSpec does (which reports them as Stalled): the others run all the same. On deletion (or not
+// found) runner.Remove(req.NamespacedName); also while the plugin cannot be served at its generation (Stalled
+// on its module), since its ticks could only fail for want of a host: status keeps the last ticks, and the
+// next Set resumes from them.
+//
+// Status: status.schedules is runner.Statuses(key) (the Cluster schedules that ran, sorted by name, with
+// lastSuccessfulTime kept across restarts) plus the Node schedules' entries the hosts report. Record runs
+// on the Runner's goroutine and must not block: have it enqueue a reconcile of the key (a source.Channel of
+// GenericEvents) and let the status step call Statuses, so that status is computed in one place. OnFailure
+// gets the Job and Result (message already cut) for a Warning Event (reason such as ScheduleFailed).
+//
+// Targets reads the hosts' WasmHost objects (live Lease, the plugin's entry Ready at that generation) and
+// the host pods' call API addresses; Token a token of the hosts' audience for the controller's
+// ServiceAccount, which needs RBAC create on wasmplugins/call.
 //
 // Host (manager host), for the plugins placed on its node:
 //
@@ -48,8 +54,19 @@
 //
 // # Semantics
 //
-// A tick runs at least once per process that fires it: the status is recorded after the run, so a tick
-// whose run was cut by a restart or a leader change runs again under the next leader if startingDeadline
-// allows. Only the most recent missed tick runs; the others count as missed. A schedule first seen without
-// status starts from then: nothing is missed before it.
+// Each tick runs at most once per Runner, and at least once in the cluster while a host answers: the status
+// is recorded after the run, so a tick whose run was cut by a restart or a leader change has no
+// lastScheduleTime and runs again under the next leader if startingDeadline allows; and a host that ran the
+// function but whose answer was lost (an attempt timeout) is followed by a run on another host. Only the
+// most recent missed tick runs; the others count as missed (at most schedule.MaxMissed at a time). A
+// schedule first seen without status starts then: nothing is missed before it. Suspended ticks pass: they
+// neither run later nor count as missed. The function's output is discarded.
+//
+// Why does a new expression start from now, when a CronJob keeps its lastScheduleTime? Because the ticks of
+// the old expression say nothing of the new one's: keeping them would run a tick of the new expression at
+// once, which nobody asked for. Other changes (input, function, policy) keep the last tick.
+//
+// Why is a 504 not retried on another host, although the host answered with a 5xx? It is the plugin's own
+// callTimeout: the function ran there, and running it elsewhere would repeat its effects and likely time out
+// again. It is a result (ReturnCodeNotRun, the host's message), like a plugin error.
 package scheduler

@@ -42,6 +42,10 @@ const (
 	maxDrain = 64 << 10
 )
 
+// DefaultAttemptTimeout is ClusterFirer.AttemptTimeout's default: above the longest callTimeout a plugin may
+// have (10m), so that a host is taken for dead only when it stopped answering, not for a slow function.
+const DefaultAttemptTimeout = 10*time.Minute + 30*time.Second
+
 // ClusterFirer fires Cluster ticks through the hosts' call API: one target per tick, picked round-robin
 // (sorted by node, so that successive ticks spread over the hosts), and ONE other target when the first
 // did not run the function (no answer, an attempt timeout, 404, 429 or a 5xx that is not the plugin's).
@@ -56,9 +60,9 @@ type ClusterFirer struct {
 	Client *http.Client
 	// Token authenticates the calls. Required.
 	Token TokenFunc
-	// AttemptTimeout bounds one attempt, so that a host that accepts and never answers leaves time for
-	// the other; 0: the run's deadline only (then a hanging host costs the tick). Set it above the plugins'
-	// longest callTimeout, or a slow function would be taken for a dead host and run twice.
+	// AttemptTimeout bounds one attempt, so that a host that accepts the call and never answers leaves
+	// time for the other. Default DefaultAttemptTimeout. Keep it above the plugins' callTimeout, or a slow
+	// function is taken for a dead host and runs twice, and below half the Runner's Timeout.
 	AttemptTimeout time.Duration
 
 	next atomic.Uint64
@@ -97,12 +101,12 @@ func (f *ClusterFirer) call(ctx context.Context, t Target, j Job) (res Result, r
 		res.Message = "get a token for the hosts: " + err.Error()
 		return res, false
 	}
-	actx := ctx
-	if f.AttemptTimeout > 0 {
-		var cancel context.CancelFunc
-		actx, cancel = context.WithTimeout(ctx, f.AttemptTimeout)
-		defer cancel()
+	timeout := f.AttemptTimeout
+	if timeout <= 0 {
+		timeout = DefaultAttemptTimeout
 	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	u := strings.TrimSuffix(t.URL, "/") + "/v1/namespaces/" + url.PathEscape(j.Plugin.Namespace) + "/wasmplugins/" +
 		url.PathEscape(j.Plugin.Name) + "/call/" + url.PathEscape(j.Function)
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, u, strings.NewReader(string(j.Input)))
@@ -125,7 +129,7 @@ func (f *ClusterFirer) call(ctx context.Context, t Target, j Job) (res Result, r
 			res.Message = fmt.Sprintf("host %s: the run ended before the host answered: %v", t.Node, context.Cause(ctx))
 			return res, false
 		case errors.Is(actx.Err(), context.DeadlineExceeded):
-			res.Message = fmt.Sprintf("host %s did not answer within %v", t.Node, f.AttemptTimeout)
+			res.Message = fmt.Sprintf("host %s did not answer within %v", t.Node, timeout)
 		default:
 			res.Message = fmt.Sprintf("host %s did not answer: %v", t.Node, err)
 		}

@@ -19,10 +19,10 @@ import (
 	"github.com/wasm-operator/wasm-operator/internal/schedule"
 )
 
-// DefaultTimeout bounds one run when Options.Timeout is 0. It is longer than the longest callTimeout a
-// plugin may have (10m) with room for one failover, so that what stops a slow function is the plugin's own
-// limit, reported by its host, and this only stops a run whose host never answers.
-const DefaultTimeout = 11 * time.Minute
+// DefaultTimeout bounds one run when Options.Timeout is 0: room for two attempts of a ClusterFirer (its
+// DefaultAttemptTimeout each), so that what stops a slow function is the plugin's own callTimeout, reported by
+// its host, and this only stops a run whose hosts never answer.
+const DefaultTimeout = 2*DefaultAttemptTimeout + time.Minute
 
 // Job is one run of a schedule, what a FireFunc gets.
 type Job struct {
