@@ -1,6 +1,7 @@
 package scheduler
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,7 +110,7 @@ func (f *ClusterFirer) call(ctx context.Context, t Target, j Job) (res Result, r
 	defer cancel()
 	u := strings.TrimSuffix(t.URL, "/") + "/v1/namespaces/" + url.PathEscape(j.Plugin.Namespace) + "/wasmplugins/" +
 		url.PathEscape(j.Plugin.Name) + "/call/" + url.PathEscape(j.Function)
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, u, strings.NewReader(string(j.Input)))
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, u, bytes.NewReader(j.Input))
 	if err != nil {
 		res.Message = fmt.Sprintf("host %s: bad call API URL %q: %v", t.Node, t.URL, err)
 		return res, true

@@ -71,8 +71,8 @@ func (r Result) Failed() bool { return r.ReturnCode != 0 || r.Message != "" }
 type FireFunc func(ctx context.Context, j Job) Result
 
 // RecordFunc receives the new status of a schedule after each run. The Runner calls it from one goroutine
-// at a time, in the order of the runs, so it needs no lock of its own; it must not block (queue the write),
-// and must not call the Runner back.
+// at a time, in the order of the runs, so it needs no lock of its own; it must not block (queue the write:
+// no run of any plugin is recorded meanwhile). It may call the Runner (Statuses).
 type RecordFunc func(key types.NamespacedName, st wasmv1.ScheduleStatus)
 
 // FailureFunc is told of each failed run, to emit an Event; called like RecordFunc, right after it.
