@@ -13,7 +13,7 @@
 // Controller (manager controller):
 //
 //	firer := &scheduler.ClusterFirer{
-//		Targets: targets, // Ready hosts serving that generation: Node and https://<pod IP>:<call port>
+//		Targets: targets, // Ready hosts serving that generation: WasmHost spec.nodeName and status.endpoint
 //		Client:  client,  // *http.Client whose TLS trusts the hosts' CA
 //		Token:   token,   // a bearer token of the hosts' audience (TokenRequest, cached until near expiry)
 //	} // AttemptTimeout: DefaultAttemptTimeout, above the longest callTimeout
@@ -39,9 +39,10 @@
 // GenericEvents) and let the status step call Statuses, so that status is computed in one place. OnFailure
 // gets the Job and Result (message already cut) for a Warning Event (reason such as ScheduleFailed).
 //
-// Targets reads the hosts' WasmHost objects (live Lease, the plugin's entry Ready at that generation) and
-// the host pods' call API addresses; Token a token of the hosts' audience for the controller's
-// ServiceAccount, which needs RBAC create on wasmplugins/call.
+// Targets lists, from the informer cache, the WasmHosts whose node's Lease is live
+// (hostcontract.LeaseLive) and whose status.plugins entry for the key has that generation and phase Ready:
+// Target{Node: spec.nodeName, URL: status.endpoint}. Token returns a token of the hosts' audience for the
+// controller's ServiceAccount, which needs RBAC create on wasmplugins/call.
 //
 // Host (manager host), for the plugins placed on its node:
 //
@@ -49,8 +50,9 @@
 //	mgr.Add(runner)
 //
 // Set when the plugin's generation is loaded and Ready on the node, Remove when it is unloaded. A host may not
-// write the WasmPlugin, so its Record goes to its WasmHost entry for the plugin (or to metrics only); last
-// then comes from that entry.
+// write the WasmPlugin, so its Record belongs in its WasmHost entry for the plugin, which has no field for
+// it yet (until then, metrics and OnFailure Events only, and last nil: a restarted host starts its Node
+// schedules from then).
 //
 // # Semantics
 //
