@@ -32,6 +32,7 @@ import (
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
+	"github.com/wasm-operator/wasm-operator/internal/schedule"
 	fetch "github.com/wasm-operator/wasm-operator/internal/source"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/runtime"
@@ -98,11 +99,15 @@ type WasmPluginReconciler struct {
 	// ReportCoalesce is how long host reports are gathered before a reconcile; 0 means
 	// DefaultReportCoalesce.
 	ReportCoalesce time.Duration
+	// Schedules fires the plugins' Cluster schedules; nil fires none.
+	Schedules *ClusterSchedules
 
 	fetches fetchCache
 	modules moduleCache
 	hosts   hostSet
-	stalls  sync.Map // types.UID -> stallMemo
+	stalls  sync.Map // memoKey -> stallMemo
+	// progress holds when a plugin's progress-only status was last written (memoKey -> time.Time).
+	progress sync.Map
 }
 
 // SetupWithManager registers the reconciler, its indexes and its watches.
@@ -147,7 +152,15 @@ func (r *WasmPluginReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if workers == 0 {
 		workers = DefaultConcurrency
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr)
+	if r.Schedules != nil {
+		if err := mgr.Add(r.Schedules.Runner); err != nil {
+			return err
+		}
+		// A schedule that ran writes its result through a reconcile of its plugin.
+		b = b.WatchesRawSource(source.Channel(r.Schedules.ran, &handler.EnqueueRequestForObject{}))
+	}
+	return b.
 		For(&wasmv1.WasmPlugin{}, builder.WithPredicates(specOrStatusChanged)).
 		// Metadata only: a change is noticed by its resourceVersion, and no Secret or ConfigMap content of
 		// the cluster is held in memory.
@@ -297,9 +310,13 @@ func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	log := ctrl.LoggerFrom(ctx)
 	obj := &wasmv1.WasmPlugin{}
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !obj.DeletionTimestamp.IsZero() {
+		r.forget(req.NamespacedName)
 		return ctrl.Result{}, r.finalize(ctx, obj)
 	}
 	if err := r.dropFinalizer(ctx, obj); err != nil {
@@ -320,6 +337,12 @@ func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	before := obj.DeepCopy()
 	o, refreshIn := r.reconcileSource(ctx, obj)
 	ComputeStatus(obj, o, hosts, reports, r.now())
+	r.syncSchedules(ctx, obj, o)
+	if wait := r.progressDue(memoOf(obj), before, obj); wait > 0 {
+		// Only the progress of hosts loading changed, and it was written less than ProgressInterval
+		// ago: the next write carries it, so a rollout on many nodes costs a few writes.
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	if err := r.patchStatus(ctx, before, obj); err != nil {
 		return ctrl.Result{}, err
 	}
@@ -346,7 +369,7 @@ func (r *WasmPluginReconciler) reconcileSource(ctx context.Context, obj *wasmv1.
 	if retry == 0 {
 		retry = wasmv1.DefaultRefreshInterval
 	}
-	if m, ok := r.stalls.Load(obj.UID); ok {
+	if m, ok := r.stalls.Load(memoOf(obj)); ok {
 		m := m.(stallMemo)
 		if left := retry - r.now().Sub(m.at); m.generation == obj.Generation && m.refs == refs && left > 0 {
 			return outcome{Stall: m.stall}, left
@@ -359,10 +382,10 @@ func (r *WasmPluginReconciler) reconcileSource(ctx context.Context, obj *wasmv1.
 	var se *stallError
 	switch {
 	case err == nil:
-		r.stalls.Delete(obj.UID)
+		r.stalls.Delete(memoOf(obj))
 		return outcome{Valid: true}, refreshIn
 	case errors.As(err, &se):
-		r.stalls.Store(obj.UID, stallMemo{generation: obj.Generation, refs: refs, at: r.now(), stall: se})
+		r.stalls.Store(memoOf(obj), stallMemo{generation: obj.Generation, refs: refs, at: r.now(), stall: se})
 		return outcome{Stall: se}, retry
 	default:
 		// A refresh that fails for a while leaves a generation that was handled as it was: the last good
@@ -692,6 +715,9 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 		}
 		return se
 	}
+	if err := schedule.CheckSpec(obj.Spec.Schedules, mod.Info().Exports); err != nil {
+		return stall(wasmv1.ReasonInvalidSchedule, "%w; fix spec.schedules", err)
+	}
 	st := &obj.Status
 	if st.Artifact == nil || st.Artifact.Digest != res.Digest {
 		now := metav1.NewTime(r.now())
@@ -704,6 +730,76 @@ func (r *WasmPluginReconciler) validate(ctx context.Context, obj *wasmv1.WasmPlu
 	info := mod.Info()
 	st.Module = &wasmv1.ModuleInfo{Exports: info.Exports, Imports: info.Imports, WASI: info.WASI, ABI: info.ABI}
 	return nil
+}
+
+// memoKey keys what the reconciler remembers of a plugin: its name, and its UID, so that a plugin deleted
+// and created again under the same name starts afresh.
+type memoKey struct {
+	key types.NamespacedName
+	uid types.UID
+}
+
+func memoOf(obj *wasmv1.WasmPlugin) memoKey {
+	return memoKey{key: client.ObjectKeyFromObject(obj), uid: obj.UID}
+}
+
+// forget drops what the reconciler remembers of a plugin that is gone (a deleted object leaves no UID to
+// look up, so by name).
+func (r *WasmPluginReconciler) forget(key types.NamespacedName) {
+	for _, m := range []*sync.Map{&r.stalls, &r.progress} {
+		m.Range(func(k, _ any) bool {
+			if k.(memoKey).key == key {
+				m.Delete(k)
+			}
+			return true
+		})
+	}
+	r.forgetSchedules(key)
+}
+
+// ProgressInterval is the least time between two status writes of a plugin whose only change is how many
+// hosts serve its new generation so far.
+const ProgressInterval = 5 * time.Second
+
+// progressDue says how long to wait before writing the status when it only reports progress (see
+// ProgressOnly) and the last such write is recent; 0 means write now.
+func (r *WasmPluginReconciler) progressDue(uid memoKey, before, obj *wasmv1.WasmPlugin) time.Duration {
+	if !ProgressOnly(&before.Status, &obj.Status) {
+		r.progress.Delete(uid)
+		return 0
+	}
+	now := r.now()
+	if last, ok := r.progress.Load(uid); ok {
+		if wait := ProgressInterval - now.Sub(last.(time.Time)); wait > 0 {
+			return wait
+		}
+	}
+	r.progress.Store(uid, now)
+	return 0
+}
+
+// ProgressOnly reports whether two statuses differ only in the progress of hosts towards the current
+// generation: both wait for nodes (reason WaitingForNodes) at the same generation and artifact, and
+// only counts, the not-ready list and the messages that recount them differ.
+func ProgressOnly(before, after *wasmv1.WasmPluginStatus) bool {
+	waiting := func(st *wasmv1.WasmPluginStatus) bool {
+		c := meta.FindStatusCondition(st.Conditions, wasmv1.ConditionReady)
+		return c != nil && c.Reason == wasmv1.ReasonWaitingForNodes
+	}
+	if !waiting(before) || !waiting(after) {
+		return false
+	}
+	strip := func(st *wasmv1.WasmPluginStatus) *wasmv1.WasmPluginStatus {
+		c := st.DeepCopy()
+		c.ReadyNodes, c.UpdatedNodes, c.TargetNodes, c.NodeSummary, c.NotReadyNodes, c.NotReadyCount = 0, 0, 0, "", nil, 0
+		for i := range c.Conditions {
+			if t := c.Conditions[i].Type; t == wasmv1.ConditionReady || t == wasmv1.ConditionReconciling {
+				c.Conditions[i].Message = ""
+			}
+		}
+		return c
+	}
+	return !equality.Semantic.DeepEqual(before, after) && equality.Semantic.DeepEqual(strip(before), strip(after))
 }
 
 // patchStatus writes the status if it changed. Host reports live in WasmHosts, so the controller is the only
@@ -739,7 +835,6 @@ func (r *WasmPluginReconciler) emitEvents(before, obj *wasmv1.WasmPlugin, o outc
 // unreferenced and removes it after its grace period, and each host unloads it when it sees it go. A
 // finalizer set by an earlier version is removed, so the deletion completes.
 func (r *WasmPluginReconciler) finalize(ctx context.Context, obj *wasmv1.WasmPlugin) error {
-	r.stalls.Delete(obj.UID)
 	if err := r.dropFinalizer(ctx, obj); err != nil && !apierrors.IsNotFound(err) {
 		return err
 	}

@@ -273,3 +273,30 @@ func TestValidForGeneration(t *testing.T) {
 		}
 	}
 }
+
+// Only a change of how many hosts serve the new generation so far is progress; a change of reason,
+// generation or artifact is not, and neither is no change at all.
+func TestProgressOnly(t *testing.T) {
+	st := func(reason string, gen int64, digest string, updated int32) *wasmv1.WasmPluginStatus {
+		return &wasmv1.WasmPluginStatus{ObservedGeneration: gen, Artifact: &wasmv1.Artifact{Digest: digest}, UpdatedNodes: updated,
+			NodeSummary: fmt.Sprintf("%d/9", updated), Conditions: []metav1.Condition{
+				{Type: wasmv1.ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: fmt.Sprintf("%d/9 nodes serve", updated)}}}
+	}
+	w := wasmv1.ReasonWaitingForNodes
+	for _, c := range []struct {
+		name          string
+		before, after *wasmv1.WasmPluginStatus
+		want          bool
+	}{
+		{"more hosts serve", st(w, 2, digestA, 3), st(w, 2, digestA, 5), true},
+		{"nothing changed", st(w, 2, digestA, 3), st(w, 2, digestA, 3), false},
+		{"now Ready", st(w, 2, digestA, 8), st(wasmv1.ReasonSucceeded, 2, digestA, 9), false},
+		{"a new generation", st(w, 2, digestA, 3), st(w, 3, digestA, 0), false},
+		{"a new artifact", st(w, 2, digestA, 3), st(w, 2, digestB, 0), false},
+		{"hosts failing", st(w, 2, digestA, 3), st(wasmv1.ReasonNodesFailed, 2, digestA, 3), false},
+	} {
+		if got := ProgressOnly(c.before, c.after); got != c.want {
+			t.Errorf("%s: ProgressOnly = %v, want %v", c.name, got, c.want)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/controllers"
+	"github.com/wasm-operator/wasm-operator/internal/scheduler"
 	"github.com/wasm-operator/wasm-operator/internal/source"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/runtime"
@@ -90,6 +91,9 @@ func runController(args []string) int {
 		denyPrivate   = fs.Bool("source-deny-private-networks", false, "refuse module sources on private addresses (RFC 1918, unique-local, carrier-grade NAT...), checked at dial time and on every redirect; loopback and link-local sources are always refused")
 		allowedHosts  = fs.String("allowed-source-hosts", "", "comma-separated globs of the only hosts module sources may name (and redirect to), such as registry.example.com,*.example.org; empty allows any")
 		allowLoopback = fs.Bool("dev-allow-loopback-sources", false, "let module sources on loopback through, for a development stack on one machine; never in a cluster")
+		hostCA        = fs.String("host-ca-file", "", "PEM CA bundle of the hosts' call API certificates, for Cluster schedules (the chart mounts its host CA ConfigMap); empty: the system's roots")
+		hostServer    = fs.String("host-server-name", "", "name the hosts' certificate is for (the host Service's DNS name), checked although Cluster schedules dial each host's pod address")
+		hostToken     = fs.String("host-token-file", "", "file holding a token of the hosts' audience for the controller's ServiceAccount (a projected serviceAccountToken), read at each Cluster schedule call; empty: Cluster schedules fail and say so")
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
 		compile       compileFlags
@@ -105,7 +109,8 @@ func runController(args []string) int {
 		cacheDir: *cacheDir, namespace: *namespace, metricsAddr: *metricsAddr, metricsSecure: *metricsSecure, probeAddr: *probeAddr,
 		leaderElect: *leaderElect, leaseDuration: *leaseDur, renewDeadline: *renewDeadline, retryPeriod: *retryPeriod, workers: *workers, gcInterval: *gcInterval, gcGrace: *gcGrace,
 		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes, compile: compile,
-		guard: source.Guard{DenyPrivateNetworks: *denyPrivate, AllowedHosts: splitList(*allowedHosts), AllowLoopback: *allowLoopback},
+		guard:    source.Guard{DenyPrivateNetworks: *denyPrivate, AllowedHosts: splitList(*allowedHosts), AllowLoopback: *allowLoopback},
+		hostCall: controllers.HostCallOptions{CAFile: *hostCA, ServerName: *hostServer, TokenFile: *hostToken},
 	}); err != nil {
 		log.Error(err, "controller stopped")
 		return 1
@@ -124,6 +129,7 @@ type controllerOptions struct {
 	burst                                       int
 	maxModule, cacheMax                         int64
 	guard                                       source.Guard
+	hostCall                                    controllers.HostCallOptions
 }
 
 // splitList splits a comma-separated flag value, dropping spaces and empty items.
@@ -184,6 +190,9 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		HostNamespace:           o.namespace,
 		MaxModuleBytes:          o.maxModule,
 		MaxConcurrentReconciles: o.workers,
+	}
+	if r.Schedules, err = controllers.NewClusterSchedules(r, o.hostCall, scheduler.Options{Registerer: metrics.Registry}); err != nil {
+		return err
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err

@@ -23,9 +23,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/controllers/host"
 	"github.com/wasm-operator/wasm-operator/internal/crashguard"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/scheduler"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 )
 
@@ -139,6 +141,14 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	r := &host.Reconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Node: o.node,
 		Identity: o.identity, Endpoint: advertiseURL(o), Namespace: o.namespace, Loader: plugins,
 		LeaseDuration: o.leaseDuration, ReportInterval: o.reportInterval}
+	// Node schedules run here, on every host that serves the plugin; their results are this host's
+	// metrics (wasm_operator_schedule_*{scope="Node"}) and log lines.
+	if r.Schedules, err = scheduler.New(scheduler.Options{Scope: wasmv1.ScheduleScopeNode, Fire: scheduler.NodeFirer(o.node, plugins),
+		Registerer: metrics.Registry, OnFailure: func(j scheduler.Job, res scheduler.Result) {
+			log.Info("node schedule failed", "plugin", j.Plugin, "schedule", j.Schedule, "returnCode", res.ReturnCode, "message", res.Message)
+		}}); err != nil {
+		return err
+	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/controllers"
+	"github.com/wasm-operator/wasm-operator/internal/scheduler"
 )
 
 // +kubebuilder:rbac:groups=wasm-operator.dev,resources=wasmplugins,verbs=get;list;watch
@@ -38,6 +39,8 @@ const (
 	// DefaultReportInterval is the least time between two writes of the host's WasmHost: changes of
 	// many plugins within it (a rollout, a restart) make one write.
 	DefaultReportInterval = time.Second
+	// MaxReportInterval is what the interval between report writes grows to while changes keep coming.
+	MaxReportInterval = 8 * time.Second
 	// DefaultLoadingGrace is how long a load may take before the host reports the plugin Loading: a
 	// version that loads within it goes from its old state to its new one in one report, so a restart or
 	// a rollout never shows a short Loading (and Ready never flaps False) on the way.
@@ -92,6 +95,8 @@ type Reconciler struct {
 	LoadingGrace time.Duration
 	// Name names the controller; empty means "host". Simulated hosts of one process need distinct names.
 	Name string
+	// Schedules runs the Node schedules of the plugins this host serves; nil runs none.
+	Schedules *scheduler.Runner
 
 	lease  leaseKeeper
 	report reporter
@@ -132,6 +137,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	if err := mgr.Add(&r.lease); err != nil {
 		return err
+	}
+	if r.Schedules != nil {
+		if err := mgr.Add(r.Schedules); err != nil {
+			return err
+		}
 	}
 	return mgr.Add(&r.report)
 }
@@ -176,6 +186,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err := r.Get(ctx, req.NamespacedName, obj); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.Loader.Unload(req.NamespacedName)
+			r.removeSchedules(req.NamespacedName)
 			r.report.changed()
 			return ctrl.Result{}, nil
 		}
@@ -187,6 +198,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if !obj.DeletionTimestamp.IsZero() || !placed {
 		r.Loader.Unload(req.NamespacedName)
+		r.removeSchedules(req.NamespacedName)
 		r.report.changed()
 		return ctrl.Result{}, nil
 	}
@@ -196,8 +208,42 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	r.report.changed() // a load longer than the grace is reported Loading while it runs
 	loadErr := r.Loader.Ensure(ctx, obj)
 	r.report.changed()
+	r.syncSchedules(ctx, obj)
 	// A failed load is retried with backoff: the module may be stored again, or memory freed.
 	return ctrl.Result{}, loadErr
+}
+
+// syncSchedules runs the plugin's Node schedules while it is Ready here at its generation, and only on the
+// host that holds the node's Lease: during a surge the older host of the node leaves them to the newer.
+func (r *Reconciler) syncSchedules(ctx context.Context, obj *wasmv1.WasmPlugin) {
+	if r.Schedules == nil {
+		return
+	}
+	key := types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}
+	st, ok := r.Loader.State(key)
+	if !ok || st.Phase != wasmv1.NodePhaseReady || st.Generation != obj.Generation || !r.lease.holds() {
+		r.Schedules.Remove(key)
+		return
+	}
+	if err := r.Schedules.Set(key, obj.Generation, obj.Spec.Suspend, obj.Spec.Schedules, nil); err != nil {
+		ctrl.LoggerFrom(ctx).Info("a Node schedule cannot run", "plugin", key, "error", err.Error())
+	}
+}
+
+func (r *Reconciler) removeSchedules(key types.NamespacedName) {
+	if r.Schedules != nil {
+		r.Schedules.Remove(key)
+	}
+}
+
+// yielded stops the Node schedules of every plugin: another host of this node runs them now.
+func (r *Reconciler) yielded() {
+	if r.Schedules == nil {
+		return
+	}
+	for _, k := range r.Loader.Keys() {
+		r.Schedules.Remove(k)
+	}
 }
 
 // Ready reports whether the host holds its node's Lease, so the controller counts it.

@@ -82,6 +82,9 @@ func (k *leaseKeeper) Start(ctx context.Context) error {
 		if k.held.Load() != wasHeld {
 			log.Info("host lease holder changed", "held", k.held.Load())
 			r.report.changed()
+			if !k.held.Load() {
+				r.yielded()
+			}
 		}
 	}
 }

@@ -55,6 +55,10 @@ func (p *reporter) Start(ctx context.Context) error {
 	log := ctrl.LoggerFrom(ctx).WithValues("node", r.Node)
 	p.startedAt = time.Now()
 	var lastWrite time.Time
+	// interval doubles, up to MaxReportInterval, while changes keep coming (plugins applied by the
+	// hundred, a node's plugins loading after a restart), and is ReportInterval again after a quiet
+	// spell: a burst costs a few writes of the host's report, not one a second for its whole length.
+	interval := r.ReportInterval
 	recheck := time.NewTimer(time.Hour)
 	defer recheck.Stop()
 	first := true
@@ -76,7 +80,10 @@ func (p *reporter) Start(ctx context.Context) error {
 			}
 			first = false
 		}
-		if wait := r.ReportInterval - time.Since(lastWrite); wait > 0 {
+		if since := time.Since(lastWrite); since > 2*interval {
+			interval = r.ReportInterval
+		}
+		if wait := interval - time.Since(lastWrite); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return nil
@@ -90,6 +97,9 @@ func (p *reporter) Start(ctx context.Context) error {
 			p.obj = nil // read it again: a conflict means someone else wrote it
 			next = time.Second
 		} else if wrote {
+			if !lastWrite.IsZero() && time.Since(lastWrite) <= 2*interval {
+				interval = min(2*interval, MaxReportInterval)
+			}
 			lastWrite = time.Now()
 		}
 		// A load still in its grace is looked at again when the grace ends.

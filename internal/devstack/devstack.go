@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -29,11 +30,13 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/certs"
+	"github.com/wasm-operator/wasm-operator/internal/hostapi"
 	"github.com/wasm-operator/wasm-operator/internal/testenv"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
@@ -179,12 +182,43 @@ func (s *Stack) AddNode(ctx context.Context, name string, labels map[string]stri
 	return nil
 }
 
-// StartController starts `manager controller`.
+// StartController starts `manager controller`. It calls the hosts for Cluster schedules as the chart's
+// controller does: trusting HostCA, with a token of the hosts' audience for a ServiceAccount allowed to call
+// plugins in every namespace.
 func (s *Stack) StartController() (*Process, error) {
+	token, err := s.controllerToken()
+	if err != nil {
+		return nil, err
+	}
 	args := append([]string{"controller", "--cache-dir", s.CacheDir, "--namespace", Namespace,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--leader-elect=true",
+		"--host-ca-file", filepath.Join(s.opts.Dir, "host-ca.crt"), "--host-token-file", token,
 		"--dev-allow-loopback-sources"}, s.opts.ControllerArgs...) // the file server is on loopback
 	return s.start("controller", args...)
+}
+
+// controllerToken writes a token of the hosts' audience for the ServiceAccount wasm-operator-controller of
+// the stack's namespace, bound to the caller role cluster-wide, and returns the file's path.
+func (s *Stack) controllerToken() (string, error) {
+	ctx := context.Background()
+	const name = "wasm-operator-controller"
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: Namespace}}
+	if err := s.Client.Create(ctx, sa); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name + "-calls"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "wasm-operator-caller"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: Namespace}}}
+	if err := s.Client.Create(ctx, crb); err != nil && !apierrors.IsAlreadyExists(err) {
+		return "", err
+	}
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{
+		Audiences: []string{hostapi.DefaultAudience}, ExpirationSeconds: ptr.To(int64(24 * 3600))}}
+	if err := s.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", fmt.Errorf("token for the controller's calls to hosts: %w", err)
+	}
+	path := filepath.Join(s.opts.Dir, "controller-host-token")
+	return path, os.WriteFile(path, []byte(tr.Status.Token), 0o600)
 }
 
 // StartHost starts `manager host` for a node with its call API on listen (a host:port; FreePort finds one),
@@ -195,7 +229,9 @@ func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error
 	args := []string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace, "--listen", listen,
 		"--compile-cache-dir", filepath.Join(s.opts.Dir, "local-"+node), "--state-dir", filepath.Join(s.opts.Dir, "state-"+node)}
 	if !slices.Contains(extra, "--auth=false") {
-		args = append(args, "--tls-cert-file", s.hostCert, "--tls-key-file", s.hostKey)
+		args = append(args, "--tls-cert-file", s.hostCert, "--tls-key-file", s.hostKey, "--advertise-url", "https://"+listen)
+	} else {
+		args = append(args, "--advertise-url", "http://"+listen)
 	}
 	return s.start("host-"+node, append(args, extra...)...)
 }
@@ -219,6 +255,9 @@ func (s *Stack) makeHostCert() error {
 	}
 	s.HostCA, s.hostCert, s.hostKey = ca, filepath.Join(s.opts.Dir, "host-tls.crt"), filepath.Join(s.opts.Dir, "host-tls.key")
 	if err := os.WriteFile(s.hostCert, c, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(s.opts.Dir, "host-ca.crt"), ca.PEM, 0o600); err != nil {
 		return err
 	}
 	return os.WriteFile(s.hostKey, k, 0o600)
