@@ -94,6 +94,25 @@ func (k *leaseKeeper) renew(ctx context.Context) error {
 	r := k.r
 	now := time.Now()
 	name := hostcontract.LeaseName(r.Node)
+	k.mu.Lock()
+	last := k.last
+	k.mu.Unlock()
+	if last != nil && k.held.Load() {
+		// The holder renews the Lease as it last wrote it, without reading it first; a conflict (someone
+		// wrote it since) makes the next renewal read it.
+		l := last.DeepCopy()
+		l.Spec.RenewTime = &metav1.MicroTime{Time: now}
+		if err := r.Update(ctx, l); err != nil {
+			k.mu.Lock()
+			k.last = nil
+			k.mu.Unlock()
+			return fmt.Errorf("renew lease %s: %w", name, err)
+		}
+		k.mu.Lock()
+		k.last = l
+		k.mu.Unlock()
+		return nil
+	}
 	var l coordinationv1.Lease
 	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: r.Namespace, Name: name}, &l)
 	if apierrors.IsNotFound(err) {

@@ -36,6 +36,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
@@ -100,7 +102,7 @@ func run(b *testing.B) {
 		addrs = append(addrs, addr)
 	}
 	sims := *nodes - *realHosts
-	startSimulated(ctx, b, s.Config, sims)
+	startSimulated(ctx, b, s, sims)
 	waitFor(b, 5*time.Minute, "every host registered", func() (bool, string) {
 		var list wasmv1.WasmHostList
 		if err := s.Client.List(ctx, &list); err != nil {
@@ -220,8 +222,24 @@ func updatedEverywhere(p *wasmv1.WasmPlugin, n int) bool {
 
 // startSimulated runs n simulated hosts in one manager: each is the real host reconciler with its Lease
 // keeper and reporter, sharing one cache and one client, as n nodes' hosts would each have their own.
-func startSimulated(ctx context.Context, b *testing.B, cfg *rest.Config, n int) {
-	cfg = rest.CopyConfig(cfg)
+//
+// They act as the hosts' ServiceAccount, not as the cluster admin the test holds: the API server's priority
+// and fairness then queues their requests as it queues a real cluster's hosts (one flow of the
+// workload-low level), apart from the controller's.
+func startSimulated(ctx context.Context, b *testing.B, s *devstack.Stack, n int) {
+	const account = "wasm-operator-host"
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: account, Namespace: devstack.Namespace}}
+	crb := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "simulated-hosts"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: account, Namespace: devstack.Namespace}}}
+	for _, o := range []client.Object{sa, crb} {
+		if err := s.Client.Create(ctx, o); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := rest.CopyConfig(s.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + devstack.Namespace + ":" + account,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + devstack.Namespace, "system:authenticated"}}
 	cfg.QPS, cfg.Burst = 20*float32(n), 40*n // n hosts, each with client-go's default of 20 QPS
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: newScheme(), Metrics: metricsserver.Options{BindAddress: "0"},
 		Controller: ctrlconfig.Controller{SkipNameValidation: ptr.To(true)}})
