@@ -186,7 +186,7 @@ func run(b *testing.B) {
 	})
 	after = writes(b, s.Config)
 	rollout := after.status - before.status
-	progress("rollout: %d writes", rollout)
+	progress("rollout: %d writes (%d refused during the run)", rollout, after.refused)
 
 	maxBytes := 0
 	var wps wasmv1.WasmPluginList
@@ -288,7 +288,7 @@ func callLoop(ctx context.Context, addr string, plugins, seed int, calls, failed
 // writeCounts are the API server's writes so far: all of them, those to WasmPlugins and WasmHosts, and
 // by resource.
 type writeCounts struct {
-	total, status int64
+	total, status, refused int64
 	byResource    map[string]int64
 }
 
@@ -321,6 +321,12 @@ func writes(b *testing.B, cfg *rest.Config) writeCounts {
 			continue
 		}
 		n := int64(m.GetCounter().GetValue())
+		if !strings.HasPrefix(l["code"], "2") {
+			// Refused (a conflict, priority and fairness's 429): the write did not happen, and the
+			// client's retry is counted when it succeeds.
+			out.refused += n
+			continue
+		}
 		out.total += n
 		out.byResource[l["resource"]] += n
 		if l["resource"] == "wasmplugins" || l["resource"] == "wasmhosts" {
