@@ -289,7 +289,7 @@ func callLoop(ctx context.Context, addr string, plugins, seed int, calls, failed
 // by resource.
 type writeCounts struct {
 	total, status, refused int64
-	byResource    map[string]int64
+	byResource             map[string]int64
 }
 
 // writes reads apiserver_request_total from the API server's /metrics.
