@@ -400,8 +400,10 @@ func TestDeletionAndGC(t *testing.T) {
 	if err := k8s.Delete(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
+	// No finalizer holds the deletion: the plugin is gone once the controller's cache, which GC lists, has
+	// seen it go.
 	eventually(t, wait, func() (bool, string) {
-		err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &wasmv1.WasmPlugin{})
+		err := reconciler.Get(context.Background(), client.ObjectKeyFromObject(p), &wasmv1.WasmPlugin{})
 		return apierrors.IsNotFound(err), fmt.Sprintf("still there: %v", err)
 	})
 	res, err := gc.Collect(context.Background())

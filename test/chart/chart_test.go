@@ -108,9 +108,10 @@ func TestTemplateDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]int{
-		"CustomResourceDefinition": 1, "Deployment": 1, "DaemonSet": 1, "PersistentVolumeClaim": 1,
+		"CustomResourceDefinition": 2, "Deployment": 1, "DaemonSet": 1, "PersistentVolumeClaim": 1,
 		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 2, "ClusterRole": 6, "ClusterRoleBinding": 2,
 		"Secret": 1, "ConfigMap": 1, // the hosts' serving certificate and its CA for callers
+		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, // hosts write only their node's objects
 	}
 	if got := kinds(objs); !reflect.DeepEqual(got, want) {
 		t.Errorf("rendered kinds = %v, want %v", got, want)

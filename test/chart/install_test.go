@@ -76,7 +76,7 @@ func TestInstall(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := kinds(objs); got["CustomResourceDefinition"] != 1 || got["Deployment"] != 1 || got["DaemonSet"] != 1 {
+	if got := kinds(objs); got["CustomResourceDefinition"] != 2 || got["Deployment"] != 1 || got["DaemonSet"] != 1 {
 		t.Fatalf("release manifest kinds %v", got)
 	}
 	for _, o := range objs {
