@@ -109,7 +109,8 @@ func TestTemplateDefaults(t *testing.T) {
 	}
 	want := map[string]int{
 		"CustomResourceDefinition": 2, "Deployment": 1, "DaemonSet": 1, "PersistentVolumeClaim": 1,
-		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 2, "ClusterRole": 6, "ClusterRoleBinding": 2,
+		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 3, "ClusterRole": 7, "ClusterRoleBinding": 3,
+		"Role": 1, "RoleBinding": 1, "Job": 1, // the uninstall hook
 		"Secret": 1, "ConfigMap": 1, // the hosts' serving certificate and its CA for callers
 		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, // hosts write only their node's objects
 	}
@@ -263,8 +264,8 @@ func TestTemplateValues(t *testing.T) {
 					t.Errorf("%s ServiceMonitor endpoints %s: want %s, /metrics is guarded", c.name, got, c.want)
 				}
 			}
-			if k := kinds(objs)["ClusterRole"]; k != 4 {
-				t.Errorf("%d ClusterRoles, want controller, host, caller and metrics reader only (aggregateToDefaultRoles false)", k)
+			if k := kinds(objs)["ClusterRole"]; k != 5 {
+				t.Errorf("%d ClusterRoles, want controller, host, caller, metrics reader and uninstall hook only (aggregateToDefaultRoles false)", k)
 			}
 			if l := find(t, objs, "ClusterRole", "wasm-caller").GetLabels(); l["rbac.authorization.k8s.io/aggregate-to-edit"] != "" {
 				t.Errorf("caller role labels %v: aggregateToEdit is false", l)
@@ -701,5 +702,45 @@ func TestServiceAccounts(t *testing.T) {
 	}
 	if _, err := ServiceAccounts(nil); err == nil {
 		t.Error("ServiceAccounts of nothing: no error")
+	}
+}
+
+// TestUninstallHook: `helm uninstall` first runs a Job that stops the hosts and waits for the plugins to
+// leave Ready; its roles may read plugins and delete the release's host DaemonSet, nothing more; every
+// object of it is a pre-delete hook that Helm removes once it succeeded.
+func TestUninstallHook(t *testing.T) {
+	objs, err := Render(release, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := find(t, objs, "Job", "-uninstall")
+	c := &unstructured.Unstructured{Object: container(t, job)}
+	if got := str(c, "args"); got != "[uninstall --namespace="+ns+" --host-daemonset="+release+"-host --timeout=2m]" {
+		t.Errorf("uninstall Job args = %s", got)
+	}
+	if got := str(job, "spec", "activeDeadlineSeconds"); got != "180" {
+		t.Errorf("activeDeadlineSeconds = %s, want the timeout and a minute", got)
+	}
+	rules := roleRules(t, objs)
+	if got := fmt.Sprint(rules["ClusterRole/"+release+"-uninstall"]); got != "[{[get list] [wasm-operator.dev] [wasmplugins] [] []}]" {
+		t.Errorf("uninstall ClusterRole rules = %s, want get and list of wasmplugins only", got)
+	}
+	if got := fmt.Sprint(rules["Role/"+release+"-uninstall"]); got != "[{[get delete] [apps] [daemonsets] ["+release+"-host] []}]" {
+		t.Errorf("uninstall Role rules = %s, want get and delete of the host DaemonSet only", got)
+	}
+	for _, o := range objs {
+		if o.GetLabels()["app.kubernetes.io/component"] != "uninstall" {
+			continue
+		}
+		if a := o.GetAnnotations(); a["helm.sh/hook"] != "pre-delete" || a["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded" {
+			t.Errorf("%s %s annotations %v: want a pre-delete hook deleted when it succeeded", o.GetKind(), o.GetName(), a)
+		}
+	}
+	objs, err = Render(release, ns, "--set", "uninstallHook.enabled=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := kinds(objs)["Job"]; k != 0 {
+		t.Errorf("%d Jobs with uninstallHook.enabled false", k)
 	}
 }

@@ -13,7 +13,7 @@ import (
 )
 
 // TestRolloutKeepsServing checks what lets `helm upgrade` and a host restart lose no call: the new host
-// starts before the old one stops (maxSurge 1, maxUnavailable 0), readiness is probed every second from the
+// starts before the old one stops (maxSurge 10%, at least one, maxUnavailable 0) and is Ready for host.minReadySeconds first, readiness is probed every second from the
 // start, the host drains for host.drainDelay at SIGTERM, and the grace period covers the drain and the
 // calls in flight.
 func TestRolloutKeepsServing(t *testing.T) {
@@ -32,8 +32,11 @@ func TestRolloutKeepsServing(t *testing.T) {
 				t.Fatal(err)
 			}
 			ds := find(t, objs, "DaemonSet", "-host")
-			if got := str(ds, "spec", "updateStrategy"); got != "map[rollingUpdate:map[maxSurge:1 maxUnavailable:0] type:RollingUpdate]" {
-				t.Errorf("host updateStrategy = %s, want a surge of 1 and none unavailable", got)
+			if got := str(ds, "spec", "updateStrategy"); got != "map[rollingUpdate:map[maxSurge:10% maxUnavailable:0] type:RollingUpdate]" {
+				t.Errorf("host updateStrategy = %s, want a surge of 10%% and none unavailable", got)
+			}
+			if got := str(ds, "spec", "minReadySeconds"); got != "5" {
+				t.Errorf("host minReadySeconds = %s, want 5", got)
 			}
 			c := &unstructured.Unstructured{Object: container(t, ds)}
 			if got := str(c, "readinessProbe"); got != "map[failureThreshold:2 httpGet:map[path:/readyz port:http scheme:HTTPS] periodSeconds:1 timeoutSeconds:1]" {

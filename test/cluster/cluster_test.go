@@ -25,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/image"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
@@ -325,6 +326,15 @@ spec:
 	if got := strings.Fields(k.Kubectl(t, "get", "wasmplugins", "-A", "-o", "name")); len(got) != 4 {
 		t.Errorf("plugins after uninstall: %v, want the 4 applied", got)
 	}
+	// Nothing serves them now, and their status says so (the uninstall hook stopped the hosts while the
+	// controller still ran): no stale Ready=True for kubectl wait, Flux or Argo CD to trust.
+	ready := k.Kubectl(t, "get", "wasmplugins", "-A", "-o",
+		`jsonpath={range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status}/{.status.conditions[?(@.type=="Ready")].reason} {end}`)
+	for _, p := range strings.Fields(ready) {
+		if !strings.HasSuffix(p, "=False/"+wasmv1.ReasonNoHosts) {
+			t.Errorf("after uninstall, plugin Ready: %s, want False/%s", p, wasmv1.ReasonNoHosts)
+		}
+	}
 	for _, obj := range objects(manifest) {
 		if obj.kind == "CustomResourceDefinition" {
 			continue
@@ -337,9 +347,13 @@ spec:
 			t.Errorf("%s %s still there after helm uninstall", obj.kind, obj.name)
 		}
 	}
-	if out := strings.TrimSpace(k.Kubectl(t, "get", "pods", "-n", namespace, "-o", "name")); out != "" {
-		t.Errorf("pods after uninstall: %s", out)
-	}
+	// The hook's Job goes when it succeeded; the garbage collector takes its pod just after.
+	Eventually(t, time.Minute, "no pod left", func() error {
+		if out := strings.TrimSpace(k.Kubectl(t, "get", "pods", "-n", namespace, "-o", "name")); out != "" {
+			return fmt.Errorf("pods after uninstall: %s", out)
+		}
+		return nil
+	})
 	step("done")
 }
 
