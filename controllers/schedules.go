@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -148,20 +149,62 @@ func (r *WasmPluginReconciler) scheduleTargets(ctx context.Context, key types.Na
 
 // syncSchedules gives the plugin's Cluster schedules to the runner (a stalled plugin's are stopped: nothing
 // can serve its generation) and puts their last results into the status.
-func (r *WasmPluginReconciler) syncSchedules(ctx context.Context, obj *wasmv1.WasmPlugin, o outcome) {
-	if r.Schedules == nil {
-		return
+// Node schedules' status comes from the hosts' reports.
+func (r *WasmPluginReconciler) syncSchedules(ctx context.Context, obj *wasmv1.WasmPlugin, o outcome, reports map[string]wasmv1.HostPlugin) {
+	st := NodeScheduleStatus(obj.Spec.Schedules, obj.Generation, reports)
+	if r.Schedules != nil {
+		key := client.ObjectKeyFromObject(obj)
+		if o.Stall != nil || len(obj.Spec.Schedules) == 0 {
+			r.Schedules.Runner.Remove(key)
+		} else if err := r.Schedules.Runner.Set(key, obj.Generation, obj.Spec.Suspend, obj.Spec.Schedules, obj.Status.Schedules); err != nil {
+			// CheckSpec stalls the plugin for the same reason at validation; nothing more to say here.
+			_ = err
+		}
+		st = append(st, r.Schedules.Runner.Statuses(key)...)
 	}
-	key := client.ObjectKeyFromObject(obj)
-	if o.Stall != nil || len(obj.Spec.Schedules) == 0 {
-		r.Schedules.Runner.Remove(key)
-	} else if err := r.Schedules.Runner.Set(key, obj.Generation, obj.Spec.Suspend, obj.Spec.Schedules, obj.Status.Schedules); err != nil {
-		// CheckSpec stalls the plugin for the same reason at validation; nothing more to say here.
-		_ = err
-	}
-	if st := r.Schedules.Runner.Statuses(key); len(st) > 0 || len(obj.Spec.Schedules) == 0 {
+	if len(st) > 0 || len(obj.Spec.Schedules) == 0 {
 		obj.Status.Schedules = mergeScheduleStatus(obj.Status.Schedules, st, obj.Spec.Schedules)
 	}
+}
+
+// NodeScheduleStatus sums up what the hosts report of the plugin's Node schedules: for each, how many of
+// the hosts serving generation say its last run failed, and the failure of the first of them by node name
+// as lastResult (none while no host fails). Hosts report failures, not runs, so a Node schedule's status
+// has no lastScheduleTime: each host's runs are in its metrics.
+func NodeScheduleStatus(spec []wasmv1.Schedule, generation int64, reports map[string]wasmv1.HostPlugin) []wasmv1.ScheduleStatus {
+	nodes := make([]string, 0, len(reports))
+	for n := range reports {
+		nodes = append(nodes, n)
+	}
+	slices.Sort(nodes)
+	var out []wasmv1.ScheduleStatus
+	for _, s := range spec {
+		if s.GetScope() != wasmv1.ScheduleScopeNode {
+			continue
+		}
+		st := wasmv1.ScheduleStatus{Name: s.Name}
+		for _, n := range nodes {
+			e := reports[n]
+			if e.Generation != generation || e.Phase != wasmv1.NodePhaseReady {
+				continue
+			}
+			for _, f := range e.FailingSchedules {
+				if f.Name != s.Name {
+					continue
+				}
+				st.FailingNodes++
+				if st.LastResult == nil {
+					msg := f.Message
+					if f.Since != nil {
+						msg = fmt.Sprintf("failing since %s: %s", f.Since.UTC().Format(time.RFC3339), msg)
+					}
+					st.LastResult = &wasmv1.ScheduleResult{ReturnCode: f.ReturnCode, Message: msg, Node: n}
+				}
+			}
+		}
+		out = append(out, st)
+	}
+	return out
 }
 
 // mergeScheduleStatus keeps, for each schedule still in the spec, the runner's status when it has one and

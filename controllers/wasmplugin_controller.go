@@ -215,7 +215,6 @@ func ChangedReports(old, cur *wasmv1.WasmHost) map[types.NamespacedName]bool {
 		m := map[types.NamespacedName]wasmv1.HostPlugin{}
 		if h != nil {
 			for _, p := range h.Status.Plugins {
-				p.Since = nil
 				m[types.NamespacedName{Namespace: p.Namespace, Name: p.Name}] = p
 			}
 		}
@@ -224,7 +223,7 @@ func ChangedReports(old, cur *wasmv1.WasmHost) map[types.NamespacedName]bool {
 	o, n := entries(old), entries(cur)
 	out := map[types.NamespacedName]bool{}
 	for k, v := range n {
-		if ov, ok := o[k]; !ok || ov != v {
+		if ov, ok := o[k]; !ok || !hostcontract.SameEntry(ov, v) {
 			out[k] = true
 		}
 	}
@@ -333,7 +332,7 @@ func (r *WasmPluginReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 	before := obj.DeepCopy()
 	o, refreshIn := r.reconcileSource(ctx, obj)
 	ComputeStatus(obj, o, hosts, reports, r.now())
-	r.syncSchedules(ctx, obj, o)
+	r.syncSchedules(ctx, obj, o, reports)
 	if wait := r.progressDue(memoOf(obj), before, obj); wait > 0 {
 		// Only the progress of hosts loading changed, and it was written less than ProgressInterval
 		// ago: the next write carries it, so a rollout on many nodes costs a few writes.
@@ -449,6 +448,24 @@ func (r *WasmPluginReconciler) emitEvents(before, obj *wasmv1.WasmPlugin, o outc
 	if o.Transient != nil && !conditionTrue(before.Status.Conditions, wasmv1.ConditionFetchFailed) {
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, wasmv1.ReasonFetchFailed, "Fetch", "%s", o.Transient.Error())
 	}
+	// A Node schedule that starts failing on some node: one Event, not one per run (hosts report
+	// failures, and the controller hears of each once).
+	for _, s := range obj.Status.Schedules {
+		if s.FailingNodes == 0 || s.LastResult == nil || failingNodes(before.Status.Schedules, s.Name) > 0 {
+			continue
+		}
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, "ScheduleFailed", "Schedule",
+			"Node schedule %s fails on %d node(s); on %s: return code %d: %s", s.Name, s.FailingNodes, s.LastResult.Node, s.LastResult.ReturnCode, s.LastResult.Message)
+	}
+}
+
+func failingNodes(list []wasmv1.ScheduleStatus, name string) int32 {
+	for _, s := range list {
+		if s.Name == name {
+			return s.FailingNodes
+		}
+	}
+	return 0
 }
 
 // finalize forgets a deleted plugin. Nothing else is left to clean: the store's GC finds its artifact

@@ -248,17 +248,24 @@ func TestStalls(t *testing.T) {
 		name, url, pin string
 		wantReason     string
 		wantMsg        string
+		schedules      []wasmv1.Schedule
 	}{
-		{"pin-mismatch", "/greet.wasm", wrongPin, wasmv1.ReasonDigestMismatch, "sha256:" + wrongPin},
-		{"not-found", "/missing.wasm", "", wasmv1.ReasonSourceNotFound, "404"},
-		{"too-large", "/big.wasm", "", wasmv1.ReasonTooLarge, "larger than the 4194304 byte limit"},
-		{"not-wasm", "/page.html", "", wasmv1.ReasonInvalidModule, "not a WebAssembly module"},
-		{"ungranted-import", "/fetch.wasm", "", wasmv1.ReasonPermissionDenied, "extism:host/env.http_request needs permissions.http"},
+		{"pin-mismatch", "/greet.wasm", wrongPin, wasmv1.ReasonDigestMismatch, "sha256:" + wrongPin, nil},
+		{"not-found", "/missing.wasm", "", wasmv1.ReasonSourceNotFound, "404", nil},
+		{"too-large", "/big.wasm", "", wasmv1.ReasonTooLarge, "larger than the 4194304 byte limit", nil},
+		{"not-wasm", "/page.html", "", wasmv1.ReasonInvalidModule, "not a WebAssembly module", nil},
+		{"ungranted-import", "/fetch.wasm", "", wasmv1.ReasonPermissionDenied, "extism:host/env.http_request needs permissions.http", nil},
+		// What the API server cannot check of a schedule: a field out of range, a function not exported.
+		{"schedule-out-of-range", "/greet.wasm", "", wasmv1.ReasonInvalidSchedule, "schedule warm: ",
+			[]wasmv1.Schedule{{Name: "warm", Schedule: "61 * * * *", Function: "greet"}}},
+		{"schedule-unknown-function", "/greet.wasm", "", wasmv1.ReasonInvalidSchedule, `schedule warm: the module exports no function "warmup"`,
+			[]wasmv1.Schedule{{Name: "warm", Schedule: "@every 1m", Function: "warmup"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			spec := httpSpec(srv.URL + tt.url)
 			spec.SHA256 = tt.pin
+			spec.Schedules = tt.schedules
 			newPlugin(t, tt.name, spec)
 			p := waitFor(t, tt.name, tt.wantReason)
 			stalled := meta.FindStatusCondition(p.Status.Conditions, wasmv1.ConditionStalled)

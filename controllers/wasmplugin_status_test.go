@@ -300,3 +300,38 @@ func TestProgressOnly(t *testing.T) {
 		}
 	}
 }
+
+func TestNodeScheduleStatus(t *testing.T) {
+	since := &metav1.Time{Time: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)}
+	spec := []wasmv1.Schedule{
+		{Name: "cluster", Schedule: "@every 1m", Function: "f"},
+		{Name: "local", Schedule: "@every 1m", Function: "f", Scope: wasmv1.ScheduleScopeNode},
+		{Name: "other", Schedule: "@every 1m", Function: "f", Scope: wasmv1.ScheduleScopeNode},
+	}
+	entry := func(gen int64, phase wasmv1.NodePhase, failing ...wasmv1.HostScheduleFailure) wasmv1.HostPlugin {
+		return wasmv1.HostPlugin{Namespace: "ns", Name: "p", Generation: gen, Phase: phase, FailingSchedules: failing}
+	}
+	boom := wasmv1.HostScheduleFailure{Name: "local", ReturnCode: 1, Message: "boom", Since: since}
+	for _, tc := range []struct {
+		name    string
+		reports map[string]wasmv1.HostPlugin
+		want    []wasmv1.ScheduleStatus
+	}{
+		{"no host", nil, []wasmv1.ScheduleStatus{{Name: "local"}, {Name: "other"}}},
+		{"none fails", map[string]wasmv1.HostPlugin{"a": entry(2, wasmv1.NodePhaseReady)},
+			[]wasmv1.ScheduleStatus{{Name: "local"}, {Name: "other"}}},
+		{"fails on two nodes: the first by name is shown", map[string]wasmv1.HostPlugin{
+			"b": entry(2, wasmv1.NodePhaseReady, boom), "a": entry(2, wasmv1.NodePhaseReady, boom), "c": entry(2, wasmv1.NodePhaseReady)},
+			[]wasmv1.ScheduleStatus{{Name: "local", FailingNodes: 2, LastResult: &wasmv1.ScheduleResult{ReturnCode: 1,
+				Message: "failing since 2026-12-01T10:00:00Z: boom", Node: "a"}}, {Name: "other"}}},
+		{"hosts of an older generation or not Ready do not count", map[string]wasmv1.HostPlugin{
+			"a": entry(1, wasmv1.NodePhaseReady, boom), "b": entry(2, wasmv1.NodePhaseFailed, boom)},
+			[]wasmv1.ScheduleStatus{{Name: "local"}, {Name: "other"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := NodeScheduleStatus(spec, 2, tc.reports); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("NodeScheduleStatus = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}

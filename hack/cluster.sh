@@ -217,9 +217,19 @@ conntrack: {maxPerCore: 0}
 EOF
 }
 
+# The sysctls the node components change (paths below /proc/sys); test/cluster checks that down puts them back.
+CHANGED_SYSCTLS="vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys
+kernel/keys/root_maxbytes net/netfilter/nf_conntrack_tcp_timeout_established net/netfilter/nf_conntrack_tcp_timeout_close_wait"
+
 # machine: the changes to the machine, each recorded so that `down` undoes exactly it.
 machine() {
 	cat /proc/sys/net/ipv4/ip_forward >"$S/ip_forward.orig" # the bridge plugin turns forwarding on
+	# Sysctls the kubelet sets (protectKernelDefaults is off, so it changes them rather than refusing to
+	# start) and kube-proxy sets (conntrack timeouts): their values now, put back by `down`.
+	local k
+	for k in $CHANGED_SYSCTLS; do
+		[ -f "/proc/sys/$k" ] && echo "$k $(cat "/proc/sys/$k")" >>"$S/sysctl.orig"
+	done
 	# Paths that containerd's shims, libcni and the kubelet use whatever they are told: `down` removes
 	# those that did not exist before.
 	local p
@@ -381,6 +391,9 @@ down() {
 	{ grep " $S/" /proc/mounts || true; } | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
 	[ -f "$S/bridge" ] && ip link del "$(cat "$S/bridge")" 2>/dev/null || true
 	[ -f "$S/ip_forward.orig" ] && cat "$S/ip_forward.orig" >/proc/sys/net/ipv4/ip_forward
+	if [ -f "$S/sysctl.orig" ]; then
+		while read -r k v; do echo "$v" >"/proc/sys/$k" 2>/dev/null || true; done <"$S/sysctl.orig"
+	fi
 	find /sys/fs/cgroup -depth -type d -path "*/$CGROOT*" -exec rmdir {} \; 2>/dev/null || true
 	# Two paths the kubelet and libcni use whatever they are told: the CNI result cache and the
 	# device-plugin socket folder.

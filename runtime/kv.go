@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 	"unicode/utf8"
 
@@ -35,6 +36,15 @@ type KVStore interface {
 	Delete(ctx context.Context, key string) error
 	// List returns the keys starting with prefix, sorted, at most limit.
 	List(ctx context.Context, prefix string, limit int) ([]string, error)
+}
+
+// KVBoundedGetter is a KVStore that can refuse a value larger than max without copying it, so that a
+// kv_get over the instance's memory budget costs no Go memory outside it. The stores of internal/kv are
+// ones; kv_get falls back to Get for others.
+type KVBoundedGetter interface {
+	// GetAtMost returns the value of key, whether it is set and its length, like Get; when the value is
+	// longer than max bytes it returns no value and a length of at least max+1.
+	GetAtMost(ctx context.Context, key string, max int64) ([]byte, bool, int64, error)
 }
 
 // KV grants the key-value functions of extism:host/user:
@@ -110,7 +120,18 @@ func kvOf(ctx context.Context, fn string, h uint64, allowEmpty bool) (*Instance,
 
 func kvGet(ctx context.Context, _ api.Module, s []uint64) {
 	i, perm, key := kvOf(ctx, "kv_get", s[0], false)
-	v, ok, err := perm.Store.Get(ctx, key)
+	var v []byte
+	var ok bool
+	var err error
+	if b, bounded := perm.Store.(KVBoundedGetter); bounded {
+		left := min(i.budget.left(), math.MaxInt64)
+		var n int64
+		if v, ok, n, err = b.GetAtMost(ctx, key, int64(left)); n > int64(left) {
+			kvFault("kv_get", nil, "out of memory: the value of %q takes %d bytes, more than the %d left of the instance's budget (limits.maxMemory)", key, n, left)
+		}
+	} else {
+		v, ok, err = perm.Store.Get(ctx, key)
+	}
 	if err != nil {
 		kvFault("kv_get", err, "%v", err)
 	}

@@ -1,17 +1,22 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	goruntime "runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -209,8 +214,89 @@ func TestKVKeysAndTTL(t *testing.T) {
 
 // A kv_list whose JSON does not fit the instance's budget fails the guest's call before it is encoded
 // (escapes make a list of control-character keys six times their size), and one that fits lists every key.
-// kvListChild marks the child process in which TestKVListCharged measures allocations.
-const kvListChild = "WASM_OPERATOR_KV_LIST_CHILD"
+// callUser calls the host function fn of extism:host/user for inst as a guest would, returning the fault
+// it raised, if any.
+func callUser(inst *Instance, fn string, stack []uint64) (fault error) {
+	defer func() {
+		if r := recover(); r != nil {
+			fault = r.(error)
+		}
+	}()
+	hostModules[UserModule].byName[fn].fn(&inst.cctx, nil, stack)
+	return nil
+}
+
+// aloneChild marks the child process in which a test measuring allocations runs alone.
+const aloneChild = "WASM_OPERATOR_TEST_ALONE"
+
+// aloneInChild runs the calling test again in a child process of the test binary, alone, and reports
+// whether this is that child: the parent returns false once the child passed. TotalAlloc counts the
+// whole process, and goroutines of earlier tests (Redis clients, pools' reapers, wazero's) allocate too.
+func aloneInChild(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(aloneChild) == t.Name() {
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), aloneChild+"="+t.Name())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("measured alone: %v\n%s", err, out)
+	}
+	return false
+}
+
+// TestKVGetCharged: a value larger than what is left of the instance's budget fails kv_get without being
+// copied into Go memory first, from the node store and from Redis.
+func TestKVGetCharged(t *testing.T) {
+	if !aloneInChild(t) {
+		return
+	}
+	ctx := context.Background()
+	big := bytes.Repeat([]byte("v"), 1<<20)
+	stores := map[string]KVStore{"memory": kv.NewMemory(kv.Limits{MaxBytes: 4 << 20, MaxKeys: 10})}
+	if addr := redistest.Start(t); addr != "" {
+		r, err := kv.NewRedis(kv.RedisOptions{Address: addr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		stores["redis"] = r.Store("ns/big", kv.Limits{MaxBytes: 4 << 20, MaxKeys: 10})
+	}
+	for name, store := range stores {
+		t.Run(name, func(t *testing.T) {
+			if err := store.Set(ctx, "big", big, 0); err != nil {
+				t.Fatal(err)
+			}
+			get := func(budget int64) (int, error) {
+				inst := fuzzInstance()
+				inst.budget.max = uint64(budget)
+				inst.plugin.perms.KV = &KV{Store: store, MaxBytes: 4 << 20, MaxKeys: 10}
+				stack := []uint64{inst.k.put("test", []byte("big"))}
+				if err := callUser(inst, "kv_get", stack); err != nil {
+					return 0, err
+				}
+				return len(inst.k.bytes("test", stack[0])), nil
+			}
+			least := uint64(math.MaxUint64)
+			for range 5 {
+				var before, after goruntime.MemStats
+				goruntime.ReadMemStats(&before)
+				_, err := get(64 << 10)
+				goruntime.ReadMemStats(&after)
+				if err == nil || !strings.Contains(err.Error(), `kv_get: out of memory: the value of "big" takes `) {
+					t.Fatalf("kv_get of 1Mi under 64Ki: %v", err)
+				}
+				least = min(least, after.TotalAlloc-before.TotalAlloc)
+			}
+			if least > 256<<10 {
+				t.Errorf("the refused kv_get allocated %d bytes of Go memory outside the budget", least)
+			}
+			if n, err := get(4 << 20); err != nil || n != len(big) {
+				t.Errorf("kv_get under 4Mi: %d bytes, %v", n, err)
+			}
+		})
+	}
+}
 
 func TestKVListCharged(t *testing.T) {
 	ctx := context.Background()
@@ -228,17 +314,8 @@ func TestKVListCharged(t *testing.T) {
 		inst.budget.max = uint64(budget)
 		inst.plugin.perms.KV = &KV{Store: store, MaxBytes: 1 << 20, MaxKeys: 100}
 		stack := []uint64{0}
-		var fault error
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					fault = r.(error)
-				}
-			}()
-			hostModules[UserModule].byName["kv_list"].fn(&inst.cctx, nil, stack)
-		}()
-		if fault != nil {
-			return "", fault
+		if err := callUser(inst, "kv_list", stack); err != nil {
+			return "", err
 		}
 		return string(inst.k.bytes("test", stack[0])), nil
 	}
@@ -246,12 +323,7 @@ func TestKVListCharged(t *testing.T) {
 	// TotalAlloc counts the whole process, and goroutines left by earlier tests of this package (Redis
 	// clients, pools' reapers, wazero's) allocate too: the measurement runs in a child process of the test
 	// binary that runs this test alone, and takes the least of a few runs there.
-	if os.Getenv(kvListChild) == "" {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKVListCharged$", "-test.count=1")
-		cmd.Env = append(os.Environ(), kvListChild+"=1")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("measured alone: %v\n%s", err, out)
-		}
+	if !aloneInChild(t) {
 		return
 	}
 	least := uint64(math.MaxUint64)
@@ -294,4 +366,50 @@ type recordingStore struct {
 func (s *recordingStore) Set(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	s.ttl = ttl
 	return s.Memory.Set(ctx, key, value, ttl)
+}
+
+// TestCacheWarmerExample: the scheduled example keeps the upstream's body in the store: get answers from
+// it without a fetch, warm refreshes it, and a failing upstream fails warm and keeps the last copy, which
+// another instance sees too.
+func TestCacheWarmerExample(t *testing.T) {
+	var hits atomic.Int32
+	var body atomic.Value
+	body.Store("catalog v1")
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		b := body.Load().(string)
+		if b == "" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, b)
+	}))
+	t.Cleanup(upstream.Close)
+	p := loadFile(t, newTestEngine(t), testplugins.Build(t, "cache-warmer"), PluginConfig{
+		Name:   "ns/cache-warmer",
+		Config: map[string]string{"url": upstream.URL + "/catalog.json", "ttl": "60"},
+		Permissions: Permissions{
+			HTTP: &HTTP{AllowedHosts: []string{"127.0.0.1"}, AllowPrivateNetworks: true, MaxResponseBytes: 1 << 20, Timeout: 5 * time.Second},
+			KV:   &KV{Store: kv.NewMemory(kv.Limits{MaxBytes: 1 << 20, MaxKeys: 16}), MaxBytes: 1 << 20, MaxKeys: 16},
+		},
+		Limits: Limits{MaxMemoryBytes: 64 << 20, CallTimeout: 10 * time.Second},
+	})
+	a := newInstance(t, p)
+	mustCall(t, a, "get", "", "catalog v1") // not warmed yet: fetched and kept
+	mustCall(t, a, "get", "", "catalog v1")
+	if n := hits.Load(); n != 1 {
+		t.Fatalf("%d upstream fetches for two gets, want 1 (the second from the store)", n)
+	}
+	body.Store("catalog v2")
+	mustCall(t, a, "warm", "", "warmed 10 bytes")
+	mustCall(t, a, "get", "", "catalog v2")
+	body.Store("")
+	_, rc, err := a.Call(context.Background(), "warm", nil)
+	if rc == 0 || err == nil || !strings.Contains(err.Error(), "status 503; the last copy stays") {
+		t.Fatalf("warm with the upstream down = rc %d, %v; want a failure naming the status", rc, err)
+	}
+	mustCall(t, newInstance(t, p), "get", "", "catalog v2")
+	if n := hits.Load(); n != 3 {
+		t.Errorf("%d upstream fetches, want 3 (get, warm, failed warm)", n)
+	}
 }

@@ -106,9 +106,14 @@ type ScheduleStatus struct {
 	// +optional
 	LastSuccessfulTime *metav1.Time `json:"lastSuccessfulTime,omitempty"`
 
-	// lastResult is the result of the last run.
+	// lastResult is the result of the last run. For a Node schedule it is the failure of one of the
+	// failing nodes (hosts report failures, not each run), and absent while none fails.
 	// +optional
 	LastResult *ScheduleResult `json:"lastResult,omitempty"`
+
+	// failingNodes counts, for a Node schedule, the hosts whose last run of it failed.
+	// +optional
+	FailingNodes int32 `json:"failingNodes,omitempty"`
 }
 
 // ScheduleResult is the result of one run of a schedule.

@@ -109,6 +109,35 @@ type HostPlugin struct {
 	// since is when the entry took this phase, digest and generation.
 	// +optional
 	Since *metav1.Time `json:"since,omitempty"`
+
+	// failingSchedules are the plugin's Node schedules whose last run on this host failed. The host
+	// rewrites them only when a schedule starts failing, recovers, or fails with another return code, not
+	// at each run.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=16
+	FailingSchedules []HostScheduleFailure `json:"failingSchedules,omitempty"`
+}
+
+// HostScheduleFailure is a Node schedule whose last run on one host failed.
+type HostScheduleFailure struct {
+	// name of the schedule.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// returnCode of the last run (-1: no function returned one, for instance a timeout).
+	// +optional
+	ReturnCode int32 `json:"returnCode"`
+
+	// message of the first failed run in a row, cut to 256 characters.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Message string `json:"message,omitempty"`
+
+	// since is the tick of the first failed run in a row.
+	// +optional
+	Since *metav1.Time `json:"since,omitempty"`
 }
 
 // WasmHostList is a list of WasmHosts.

@@ -142,9 +142,10 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 		Identity: o.identity, Endpoint: advertiseURL(o), Namespace: o.namespace, Loader: plugins,
 		LeaseDuration: o.leaseDuration, ReportInterval: o.reportInterval}
 	// Node schedules run here, on every host that serves the plugin; their results are this host's
-	// metrics (wasm_operator_schedule_*{scope="Node"}) and log lines.
+	// metrics (wasm_operator_schedule_*{scope="Node"}) and log lines, and the failing ones are in the
+	// node's WasmHost report, which the controller sums up in the plugin's status.schedules.
 	if r.Schedules, err = scheduler.New(scheduler.Options{Scope: wasmv1.ScheduleScopeNode, Fire: scheduler.NodeFirer(o.node, plugins),
-		Registerer: metrics.Registry, OnFailure: func(j scheduler.Job, res scheduler.Result) {
+		Registerer: metrics.Registry, Record: r.ScheduleRecorded, OnFailure: func(j scheduler.Job, res scheduler.Result) {
 			log.Info("node schedule failed", "plugin", j.Plugin, "schedule", j.Schedule, "returnCode", res.ReturnCode, "message", res.Message)
 		}}); err != nil {
 		return err

@@ -236,6 +236,12 @@ func (r *Reconciler) removeSchedules(key types.NamespacedName) {
 	}
 }
 
+// ScheduleRecorded is the Node schedules' scheduler.RecordFunc: the reporter looks whether a schedule
+// started failing or recovered (and writes only then).
+func (r *Reconciler) ScheduleRecorded(types.NamespacedName, wasmv1.ScheduleStatus) {
+	r.report.changed()
+}
+
 // yielded stops the Node schedules of every plugin: another host of this node runs them now.
 func (r *Reconciler) yielded() {
 	if r.Schedules == nil {

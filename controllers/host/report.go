@@ -182,7 +182,11 @@ func (p *reporter) desired(now time.Time) ([]wasmv1.HostPlugin, time.Duration) {
 		}
 		e := wasmv1.HostPlugin{Namespace: k.Namespace, Name: k.Name, Generation: st.Generation, Digest: st.Digest,
 			Phase: st.Phase, Message: truncate(st.Message, maxReportMessage), Since: &metav1.Time{Time: st.Since.Truncate(time.Second)}}
-		if old, ok := prev(k); ok && sameEntry(old, e) {
+		old, had := prev(k)
+		if r.Schedules != nil && st.Phase == wasmv1.NodePhaseReady {
+			e.FailingSchedules = FailingSchedules(r.Schedules.Statuses(k), old.FailingSchedules)
+		}
+		if had && hostcontract.SameEntry(old, e) {
 			e.Since = old.Since
 		}
 		out = append(out, e)
@@ -206,10 +210,35 @@ func (p *reporter) desired(now time.Time) ([]wasmv1.HostPlugin, time.Duration) {
 	return out, next
 }
 
-// sameEntry compares entries without their since time.
-func sameEntry(a, b wasmv1.HostPlugin) bool {
-	a.Since, b.Since = nil, nil
-	return a == b
+// maxScheduleMessage bounds a failing schedule's message in a report (16 of them per plugin at most).
+const maxScheduleMessage = 256
+
+// FailingSchedules lists the Node schedules whose last run failed, from the Runner's statuses, sorted by
+// name. A schedule that was failing already (in prev) keeps its since, and its message while its return
+// code stays the same: a schedule failing at each tick with a changing text (a time, a counter) changes
+// the report once, not at each run.
+func FailingSchedules(statuses []wasmv1.ScheduleStatus, prev []wasmv1.HostScheduleFailure) []wasmv1.HostScheduleFailure {
+	var out []wasmv1.HostScheduleFailure
+	for _, st := range statuses {
+		res := st.LastResult
+		if res == nil || (res.ReturnCode == 0 && res.Message == "") {
+			continue
+		}
+		f := wasmv1.HostScheduleFailure{Name: st.Name, ReturnCode: res.ReturnCode, Message: truncate(res.Message, maxScheduleMessage), Since: st.LastScheduleTime}
+		for _, p := range prev {
+			if p.Name == f.Name {
+				f.Since = p.Since
+				if p.ReturnCode == f.ReturnCode {
+					f.Message = p.Message
+				}
+			}
+		}
+		out = append(out, f)
+		if len(out) == 16 {
+			break
+		}
+	}
+	return out
 }
 
 func truncate(s string, n int) string {
@@ -303,7 +332,7 @@ func equalStatus(a, b wasmv1.WasmHostStatus) bool {
 	}
 	for i := range a.Plugins {
 		x, y := a.Plugins[i], b.Plugins[i]
-		if !sameEntry(x, y) || !x.Since.Equal(y.Since) {
+		if !hostcontract.SameEntry(x, y) || !x.Since.Equal(y.Since) {
 			return false
 		}
 	}

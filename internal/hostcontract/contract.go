@@ -5,11 +5,14 @@
 package hostcontract
 
 import (
+	"slices"
 	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 )
 
 const (
@@ -53,4 +56,14 @@ func ShortDigest(digest string) string {
 		hex = hex[:12]
 	}
 	return hex
+}
+
+// SameEntry reports whether two entries of a host's report say the same, ignoring their since times: a
+// change of since alone is no news for the controller, and no reason for a host to write.
+func SameEntry(a, b wasmv1.HostPlugin) bool {
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Generation == b.Generation && a.Digest == b.Digest &&
+		a.Phase == b.Phase && a.Message == b.Message &&
+		slices.EqualFunc(a.FailingSchedules, b.FailingSchedules, func(x, y wasmv1.HostScheduleFailure) bool {
+			return x.Name == y.Name && x.ReturnCode == y.ReturnCode && x.Message == y.Message && x.Since.Equal(y.Since)
+		})
 }

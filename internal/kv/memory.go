@@ -85,6 +85,24 @@ func (m *Memory) Get(_ context.Context, key string) ([]byte, bool, error) {
 	return slices.Clone(el.Value.(*entry).value), true, nil
 }
 
+// GetAtMost is Get for a caller that can take at most max bytes: a longer value is not copied, and its
+// length is returned instead (runtime.KVBoundedGetter).
+func (m *Memory) GetAtMost(_ context.Context, key string, max int64) ([]byte, bool, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expire()
+	el, ok := m.entries[key]
+	if !ok {
+		return nil, false, 0, nil
+	}
+	m.lru.MoveToFront(el)
+	v := el.Value.(*entry).value
+	if int64(len(v)) > max {
+		return nil, true, int64(len(v)), nil
+	}
+	return slices.Clone(v), true, int64(len(v)), nil
+}
+
 // Set stores a copy of value under key, for ttl (0: no expiry), evicting the least recently used entries
 // when the store would go over its limits. An entry larger than MaxBytes fails with ErrTooLarge and
 // changes nothing.

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -101,6 +102,24 @@ func (s *RedisStore) Get(ctx context.Context, key string) ([]byte, bool, error) 
 		return nil, false, s.r.wrap(err)
 	}
 	return v, true, nil
+}
+
+// GetAtMost is Get for a caller that can take at most max bytes (runtime.KVBoundedGetter): Redis sends at
+// most max+1 bytes of the value (GETRANGE), so a longer one is never read whole; its length is then at
+// least max+1. GETRANGE reads a missing key as empty, which kv_get treats as unset too.
+func (s *RedisStore) GetAtMost(ctx context.Context, key string, max int64) ([]byte, bool, int64, error) {
+	if max >= math.MaxInt64-1 {
+		v, ok, err := s.Get(ctx, key)
+		return v, ok, int64(len(v)), err
+	}
+	v, err := s.r.client.GetRange(ctx, s.base+"v:"+key, 0, max).Bytes()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		return nil, false, 0, s.r.wrap(err)
+	}
+	if int64(len(v)) > max {
+		return nil, true, int64(len(v)), nil
+	}
+	return v, len(v) > 0, int64(len(v)), nil
 }
 
 // Set stores value under key for ttl (0: no expiry), failing with ErrTooLarge or ErrFull when it does not

@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/devstack"
@@ -17,7 +21,8 @@ import (
 
 // TestSchedules: a Cluster schedule runs once per tick with two hosts (the controller calls one host's
 // call API per tick), its status shows the last result, and it moves to the other host when the one it
-// ran on is lost; a Node schedule runs on each host.
+// ran on is lost; a Node schedule runs on each host, and one that fails is in the plugin's status through the
+// hosts' reports, which change when it starts failing and not at each run.
 func TestSchedules(t *testing.T) {
 	ctx := context.Background()
 	s, _ := startStack(t, "controller", "host-node-a", "host-node-b")
@@ -153,6 +158,74 @@ func TestSchedules(t *testing.T) {
 				v, _ := strconv.Atoi(sub[1])
 				return v >= 2, fmt.Sprintf("%s ran it %d times", name, v)
 			})
+		}
+		// Its status: no node fails it.
+		got := waitPlugin(t, s, "greet-node", "the Node schedule in status", func(p *wasmv1.WasmPlugin) bool {
+			return len(p.Status.Schedules) == 1
+		})
+		if st := got.Status.Schedules[0]; st.Name != "local" || st.FailingNodes != 0 || st.LastResult != nil {
+			t.Errorf("greet-node's Node schedule status %+v, want local failing on no node", st)
+		}
+	})
+
+	t.Run("a failing Node schedule is in the status, reported once per host", func(t *testing.T) {
+		bad := &wasmv1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Name: "panics", Namespace: "default"},
+			Spec: wasmv1.WasmPluginSpec{
+				Source:    wasmv1.Source{HTTP: &wasmv1.HTTPSource{URL: s.PluginsURL + "/misbehave.wasm"}},
+				Schedules: []wasmv1.Schedule{{Name: "boom", Schedule: "@every 1s", Function: "panic", Scope: wasmv1.ScheduleScopeNode}},
+			}}
+		if err := s.Client.Create(ctx, bad); err != nil {
+			t.Fatal(err)
+		}
+		got := waitPlugin(t, s, "panics", "boom failing on both nodes", func(p *wasmv1.WasmPlugin) bool {
+			return len(p.Status.Schedules) == 1 && p.Status.Schedules[0].FailingNodes == 2
+		})
+		if r := got.Status.Schedules[0].LastResult; r == nil || r.ReturnCode == 0 || r.Message == "" || (r.Node != "node-a" && r.Node != "node-b") {
+			t.Errorf("boom's lastResult %+v, want a failure on one of the nodes", r)
+		}
+		// The plugin itself serves: a schedule failing is not the plugin failing.
+		if !meta.IsStatusConditionTrue(got.Status.Conditions, wasmv1.ConditionReady) {
+			t.Errorf("panics not Ready: %+v", got.Status.Conditions)
+		}
+		eventually(t, wait, func() (bool, string) {
+			var events eventsv1.EventList
+			if err := s.Client.List(ctx, &events, client.InNamespace("default")); err != nil {
+				return false, err.Error()
+			}
+			for _, e := range events.Items {
+				if e.Regarding.Name == "panics" && e.Reason == "ScheduleFailed" && strings.Contains(e.Note, "Node schedule boom fails on") {
+					return true, ""
+				}
+			}
+			return false, "no ScheduleFailed Event for panics"
+		})
+		// It fails at every run, but a host writes its report when a schedule starts failing, not at
+		// each failed run: node-a's report stays the same over ten more runs (longer than the longest
+		// interval between a host's report writes, host.MaxReportInterval).
+		var before wasmv1.WasmHost
+		if err := s.Client.Get(ctx, client.ObjectKey{Name: "node-a"}, &before); err != nil {
+			t.Fatal(err)
+		}
+		boom := regexp.MustCompile(`wasm_operator_schedule_failures_total\{namespace="default",plugin="panics",schedule="boom",scope="Node"\} (\d+)`)
+		count := func() int {
+			_, m := getMetrics(t, nodes["node-a"].addr, scraper)
+			if sub := boom.FindStringSubmatch(m); sub != nil {
+				v, _ := strconv.Atoi(sub[1])
+				return v
+			}
+			return 0
+		}
+		start := count()
+		eventually(t, wait, func() (bool, string) {
+			n := count()
+			return n >= start+10, fmt.Sprintf("%d failed runs of boom on node-a since %d", n, start)
+		})
+		var after wasmv1.WasmHost
+		if err := s.Client.Get(ctx, client.ObjectKey{Name: "node-a"}, &after); err != nil {
+			t.Fatal(err)
+		}
+		if after.ResourceVersion != before.ResourceVersion {
+			t.Errorf("node-a's WasmHost was rewritten while boom kept failing: %+v", after.Status.Plugins)
 		}
 	})
 }
