@@ -211,7 +211,7 @@ func TestStartLoop(t *testing.T) {
 		want   string
 	}{
 		{Limits{CallTimeout: 200 * time.Millisecond}, "the start function did not finish within 200ms (limits.callTimeout)"},
-		{Limits{CallTimeout: time.Minute, InitTimeout: 300 * time.Millisecond}, "within 300ms (the init timeout)"},
+		{Limits{CallTimeout: time.Minute, InitTimeout: 300 * time.Millisecond}, "within 300ms (the host's init timeout, manager host --max-init-timeout)"},
 	} {
 		p := mustLoadWasm(t, e, m.Bytes(), c.limits)
 		start := time.Now()

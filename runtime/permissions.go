@@ -93,7 +93,7 @@ func (l Limits) initTimeout() time.Duration {
 func (l Limits) initTimeoutName() string {
 	switch {
 	case l.InitTimeout > 0:
-		return "the init timeout"
+		return "the host's init timeout, manager host --max-init-timeout"
 	case l.CallTimeout > 0:
 		return "limits.callTimeout"
 	}

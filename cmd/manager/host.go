@@ -42,6 +42,7 @@ type hostOptions struct {
 	auth                              bool
 	maxConnections                    int
 	leaseDuration, reportInterval     time.Duration
+	maxInitTimeout                    time.Duration
 	identity, advertise               string
 	compile                           compileFlags
 	stateDir                          string
@@ -63,6 +64,7 @@ func runHost(args []string) int {
 	fs.StringVar(&o.tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file")
 	fs.IntVar(&o.maxConnections, "max-connections", hostapi.DefaultMaxConnections, "connections the call API serves at once; more wait")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
+	fs.DurationVar(&o.maxInitTimeout, "max-init-timeout", host.DefaultMaxInitTimeout, "longest a plugin's instance may take to start (its start section and initialisers), whatever its limits.callTimeout; 0: no cap")
 	fs.DurationVar(&o.reportInterval, "report-interval", host.DefaultReportInterval, "least time between two writes of this node's WasmHost report; the changes within it make one write")
 	fs.StringVar(&o.identity, "identity", defaultIdentity(), "name of this host process in the node's Lease and WasmHost; $POD_NAME when set, else the machine's host name. Two hosts of one node (a surge pod) need different ones")
 	fs.StringVar(&o.advertise, "advertise-url", "", "base URL of this host's call API published in its WasmHost, for the controller's Cluster schedules; default https://$POD_IP:<--listen port> when $POD_IP is set")
@@ -132,7 +134,8 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	if redis != nil {
 		defer redis.Close()
 	}
-	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins"), KVRedis: redis}
+	plugins := &host.Plugins{Engine: eng, Store: st, Metrics: hm, Log: log.WithName("plugins"), KVRedis: redis,
+		MaxInitTimeout: o.maxInitTimeout}
 	if o.stateDir != "" {
 		if plugins.Guard, err = crashguard.Open(o.stateDir); err != nil {
 			return fmt.Errorf("%w (set --state-dir to a writable node-local folder)", err)

@@ -52,6 +52,22 @@ type plugin struct {
 	since      time.Time
 }
 
+// DefaultMaxInitTimeout is `manager host --max-init-timeout`.
+const DefaultMaxInitTimeout = 30 * time.Second
+
+// InitTimeout is the deadline of making one instance: the plugin's call timeout (the runtime's default
+// when it has none), capped at max when max is set.
+func InitTimeout(callTimeout, max time.Duration) time.Duration {
+	d := callTimeout
+	if d <= 0 {
+		d = runtime.DefaultInitTimeout
+	}
+	if max > 0 && d > max {
+		d = max
+	}
+	return d
+}
+
 // Plugins is the table of plugins a host serves. It implements hostapi.Invoker.
 type Plugins struct {
 	Engine  *runtime.Engine
@@ -63,6 +79,11 @@ type Plugins struct {
 	// KVRedis holds the entries of plugins granted permissions.kv with scope Cluster; nil: such plugins
 	// fail to load. Scope Node needs nothing: its stores live in the host.
 	KVRedis *kv.Redis
+	// MaxInitTimeout caps how long making one instance may take (the module's start section, its
+	// initialisers), whatever the plugin's limits.callTimeout (up to 10m) says: a reconcile worker of the
+	// host waits for the first instance of a load, and four plugins with a start section that never
+	// returns would otherwise hold every worker for their whole call timeout. Zero: no cap.
+	MaxInitTimeout time.Duration
 
 	kvNode  kv.Node
 	mu      sync.RWMutex
@@ -226,6 +247,9 @@ func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key 
 	}
 	defer mod.Close(ctx)
 	cfg := controllers.PluginConfig(obj, h.Log.WithName("plugin"))
+	if d := InitTimeout(cfg.Limits.CallTimeout, h.MaxInitTimeout); d != InitTimeout(cfg.Limits.CallTimeout, 0) {
+		cfg.Limits.InitTimeout = d // capped; otherwise the runtime derives it, and names callTimeout in errors
+	}
 	if err := h.attachKV(types.NamespacedName{Namespace: obj.Namespace, Name: obj.Name}, obj, &cfg); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
+	wb "github.com/wasm-operator/wasm-operator/internal/wasmbuild"
 	"github.com/wasm-operator/wasm-operator/runtime"
 )
 
@@ -235,5 +236,43 @@ func TestCrashedVersionRefused(t *testing.T) {
 	tb.ensure(t, changed)
 	if e, _ := tb.State(types.NamespacedName{Namespace: "default", Name: "bad"}); e.Phase != wasmv1.NodePhaseReady {
 		t.Errorf("changed spec: %+v", e)
+	}
+}
+
+func TestInitTimeout(t *testing.T) {
+	for _, tc := range []struct{ call, max, want time.Duration }{
+		{0, 0, runtime.DefaultInitTimeout},
+		{0, 30 * time.Second, runtime.DefaultInitTimeout},
+		{2 * time.Second, 30 * time.Second, 2 * time.Second},
+		{10 * time.Minute, 30 * time.Second, 30 * time.Second},
+		{10 * time.Minute, 0, 10 * time.Minute},
+		{0, time.Second, time.Second},
+	} {
+		if got := InitTimeout(tc.call, tc.max); got != tc.want {
+			t.Errorf("InitTimeout(%v, %v) = %v, want %v", tc.call, tc.max, got, tc.want)
+		}
+	}
+}
+
+// TestMaxInitTimeout: a start section that never returns, in a plugin whose callTimeout is ten minutes,
+// holds the host's load no longer than the host's cap, and the error names the cap.
+func TestMaxInitTimeout(t *testing.T) {
+	tb := newTable(t)
+	tb.MaxInitTimeout = 500 * time.Millisecond
+	startLoop := (&wb.Module{Types: []wb.FuncType{{}, {Results: []byte{wb.I32}}},
+		Funcs:   []wb.Func{{Type: 0, Body: wb.Loop()}, {Type: 1, Body: wb.Body(wb.I32Const(0))}},
+		Exports: []wb.Export{{Name: "run", Kind: wb.ExportFunc, Index: 1}}, Start: wb.Index(0)}).Bytes()
+	e, err := tb.Store.Put(startLoop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := newObj("start-loop", e.Digest, wasmv1.WasmPluginSpec{Limits: &wasmv1.Limits{CallTimeout: &metav1.Duration{Duration: 10 * time.Minute}}})
+	start := time.Now()
+	err = tb.Ensure(context.Background(), obj)
+	if err == nil || !strings.Contains(err.Error(), "within 500ms (the host's init timeout, manager host --max-init-timeout)") {
+		t.Fatalf("load of a start loop = %v, want the host's init timeout named", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the load took %v under a 500ms cap", d)
 	}
 }
