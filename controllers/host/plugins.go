@@ -394,6 +394,10 @@ func (h *Plugins) Invoke(ctx context.Context, namespace, name, function string, 
 	if p == nil {
 		return nil, hostapi.ErrNotServed
 	}
+	if id := hostapi.RequestID(ctx); id != "" {
+		// The plugin's log lines of this call carry the request id its caller sees in X-Request-Id.
+		ctx = runtime.WithCallID(ctx, id)
+	}
 	for {
 		v := p.cur.Load()
 		if v == nil {

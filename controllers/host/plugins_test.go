@@ -3,6 +3,8 @@ package host
 import (
 	"context"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -275,4 +278,42 @@ func TestMaxInitTimeout(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the load took %v under a 500ms cap", d)
 	}
+}
+
+// TestRequestIDInPluginLogs: a plugin's log lines of a call carry the request id its caller sent (and
+// got back) in X-Request-Id, so a caller's report finds the host's lines.
+func TestRequestIDInPluginLogs(t *testing.T) {
+	tb := newTable(t, "http-fetch")
+	var mu sync.Mutex
+	var lines []string
+	tb.Log = funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		lines = append(lines, args)
+	}, funcr.Options{Verbosity: 10})
+	tb.ensure(t, newObj("fetch", tb.digests["http-fetch"], wasmv1.WasmPluginSpec{Permissions: &wasmv1.Permissions{
+		HTTP: &wasmv1.HTTPPermission{AllowedHosts: []string{"example.invalid"}},
+		Log:  &wasmv1.LogPermission{Level: wasmv1.LogLevelDebug}}}))
+	srv, err := hostapi.New(hostapi.Options{Invoker: tb.Plugins, DisableAuth: true, Metrics: tb.Metrics, Addr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := httptest.NewRequest(http.MethodPost, "/v1/namespaces/default/wasmplugins/fetch/call/fetch", strings.NewReader("http://example.invalid/x"))
+	req.Header.Set("X-Request-Id", "req-42")
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, req)
+	if got := rec.Header().Get("X-Request-Id"); got != "req-42" {
+		t.Fatalf("X-Request-Id = %q", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, l := range lines {
+		if strings.Contains(l, "fetching http://example.invalid/x") {
+			if !strings.Contains(l, `"call"="req-42"`) {
+				t.Fatalf("the plugin's log line lacks the request id: %s", l)
+			}
+			return
+		}
+	}
+	t.Fatalf("no plugin log line of the call in %q", lines)
 }
