@@ -40,13 +40,26 @@ func seedDir(shared, local string, depth int) error {
 			continue
 		}
 		dst := filepath.Join(local, de.Name())
-		if _, err := os.Lstat(dst); err == nil {
+		src, err := filepath.Abs(filepath.Join(shared, de.Name()))
+		if err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		src, err := filepath.Abs(filepath.Join(shared, de.Name()))
-		if err == nil {
-			err = os.Symlink(src, dst)
+		if fi, err := os.Lstat(dst); err == nil {
+			if fi.Mode()&fs.ModeSymlink == 0 {
+				continue // compiled here
+			}
+			if target, err := os.Readlink(dst); err == nil && target == src {
+				continue
+			}
+			// A link left by another mount path of the shared cache (a hostPath compile cache
+			// outlives the pod): link again.
+			if err := os.Remove(dst); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
+		err = os.Symlink(src, dst)
 		if err != nil && !errors.Is(err, fs.ErrExist) {
 			errs = append(errs, fmt.Errorf("link compiled entry: %w", err))
 		}

@@ -40,15 +40,16 @@ func runUninstall(args []string) int {
 		fmt.Fprintln(os.Stderr, "manager uninstall: --host-daemonset is required")
 		return 2
 	}
+	// Every failure from here on is reported and the uninstall goes on: a failed hook would stop it.
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "manager uninstall: %v\n", err)
-		return 1
+		fmt.Printf("manager uninstall: %v; going on with the uninstall\n", err)
+		return 0
 	}
 	c, err := client.New(cfg, client.Options{Scheme: newScheme()})
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "manager uninstall: %v\n", err)
-		return 1
+		fmt.Printf("manager uninstall: %v; going on with the uninstall\n", err)
+		return 0
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -89,14 +90,7 @@ func stopHosts(ctx context.Context, c client.Client, ns, name string, every time
 // when ctx ends first.
 func waitNoneReady(ctx context.Context, c client.Client, every time.Duration) ([]string, error) {
 	for {
-		var list wasmv1.WasmPluginList
-		err := c.List(ctx, &list)
-		var ready []string
-		for _, p := range list.Items {
-			if meta.IsStatusConditionTrue(p.Status.Conditions, wasmv1.ConditionReady) {
-				ready = append(ready, p.Namespace+"/"+p.Name)
-			}
-		}
+		ready, err := readyPlugins(ctx, c)
 		if err == nil && len(ready) == 0 {
 			return nil, nil
 		}
@@ -108,5 +102,27 @@ func waitNoneReady(ctx context.Context, c client.Client, every time.Duration) ([
 			return ready, fmt.Errorf("plugins still Ready (%v)", ctx.Err())
 		case <-time.After(every):
 		}
+	}
+}
+
+// readyPlugins lists the plugins that read Ready, a page at a time (a cluster may hold thousands), keeping
+// at most 20 names.
+func readyPlugins(ctx context.Context, c client.Client) ([]string, error) {
+	var ready []string
+	opts := []client.ListOption{client.Limit(500)}
+	for {
+		var list wasmv1.WasmPluginList
+		if err := c.List(ctx, &list, opts...); err != nil {
+			return ready, err
+		}
+		for _, p := range list.Items {
+			if meta.IsStatusConditionTrue(p.Status.Conditions, wasmv1.ConditionReady) && len(ready) < 20 {
+				ready = append(ready, p.Namespace+"/"+p.Name)
+			}
+		}
+		if list.Continue == "" {
+			return ready, nil
+		}
+		opts = []client.ListOption{client.Limit(500), client.Continue(list.Continue)}
 	}
 }

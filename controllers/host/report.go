@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -184,7 +187,7 @@ func (p *reporter) desired(now time.Time) ([]wasmv1.HostPlugin, time.Duration) {
 			Phase: st.Phase, Message: truncate(st.Message, maxReportMessage), Since: &metav1.Time{Time: st.Since.Truncate(time.Second)}}
 		old, had := prev(k)
 		if r.Schedules != nil && st.Phase == wasmv1.NodePhaseReady {
-			e.FailingSchedules = FailingSchedules(r.Schedules.Statuses(k), old.FailingSchedules)
+			e.FailingSchedules = FailingSchedules(r.Schedules.Statuses(k), old.FailingSchedules, now)
 		}
 		if had && hostcontract.SameEntry(old, e) {
 			e.Since = old.Since
@@ -207,33 +210,49 @@ func (p *reporter) desired(now time.Time) ([]wasmv1.HostPlugin, time.Duration) {
 		}
 		return out[i].Name < out[j].Name
 	})
+	boundFailures(out)
 	return out, next
 }
 
 // maxScheduleMessage bounds a failing schedule's message in a report (16 of them per plugin at most).
 const maxScheduleMessage = 256
 
+// ScheduleFailureHold is the least time a failing Node schedule stays listed as it was first reported:
+// a schedule whose runs alternate between failing and succeeding, or between return codes, changes the
+// host's report (and the plugin's status, and its Events) at most once per hold, not at each run.
+const ScheduleFailureHold = 5 * time.Minute
+
 // FailingSchedules lists the Node schedules whose last run failed, from the Runner's statuses, sorted by
-// name. A schedule that was failing already (in prev) keeps its since, and its message while its return
-// code stays the same: a schedule failing at each tick with a changing text (a time, a counter) changes
-// the report once, not at each run.
-func FailingSchedules(statuses []wasmv1.ScheduleStatus, prev []wasmv1.HostScheduleFailure) []wasmv1.HostScheduleFailure {
+// name, at now. A schedule that was failing already (in prev) keeps its since, and its message while its
+// return code stays the same: a schedule failing at each tick with a changing text (a time, a counter)
+// changes the report once, not at each run. For ScheduleFailureHold after since, a listed schedule stays
+// listed unchanged whatever its runs do.
+func FailingSchedules(statuses []wasmv1.ScheduleStatus, prev []wasmv1.HostScheduleFailure, now time.Time) []wasmv1.HostScheduleFailure {
 	var out []wasmv1.HostScheduleFailure
 	for _, st := range statuses {
-		res := st.LastResult
-		if res == nil || (res.ReturnCode == 0 && res.Message == "") {
-			continue
-		}
-		f := wasmv1.HostScheduleFailure{Name: st.Name, ReturnCode: res.ReturnCode, Message: truncate(res.Message, maxScheduleMessage), Since: st.LastScheduleTime}
-		for _, p := range prev {
-			if p.Name == f.Name {
-				f.Since = p.Since
-				if p.ReturnCode == f.ReturnCode {
-					f.Message = p.Message
-				}
+		var old *wasmv1.HostScheduleFailure
+		for i := range prev {
+			if prev[i].Name == st.Name {
+				old = &prev[i]
 			}
 		}
-		out = append(out, f)
+		held := old != nil && old.Since != nil && now.Sub(old.Since.Time) < ScheduleFailureHold
+		res := st.LastResult
+		switch {
+		case held:
+			out = append(out, *old)
+		case res == nil || (res.ReturnCode == 0 && res.Message == ""):
+			// succeeded last: not listed
+		case old != nil:
+			f := *old
+			if f.ReturnCode != res.ReturnCode {
+				f.ReturnCode, f.Message = res.ReturnCode, truncate(res.Message, maxScheduleMessage)
+			}
+			out = append(out, f)
+		default:
+			out = append(out, wasmv1.HostScheduleFailure{Name: st.Name, ReturnCode: res.ReturnCode,
+				Message: truncate(res.Message, maxScheduleMessage), Since: st.LastScheduleTime})
+		}
 		if len(out) == 16 {
 			break
 		}
@@ -241,11 +260,56 @@ func FailingSchedules(statuses []wasmv1.ScheduleStatus, prev []wasmv1.HostSchedu
 	return out
 }
 
+// Bounds of the failing schedules in one host's report, whatever the plugins placed on the node do: a
+// namespace may hold many plugins, each with 16 failing schedules.
+const (
+	maxReportFailures        = 256
+	maxReportFailureMessages = 32 << 10
+)
+
+// boundFailures keeps the report's failing schedules within maxReportFailures entries and
+// maxReportFailureMessages bytes of messages: past those, entries lose their message, then are left out
+// (the schedules' metrics on the host still count every failure).
+func boundFailures(entries []wasmv1.HostPlugin) {
+	n, bytes := 0, 0
+	for i := range entries {
+		fs := entries[i].FailingSchedules
+		if len(fs) == 0 {
+			continue
+		}
+		keep := fs[:0:0]
+		for _, f := range fs {
+			if n == maxReportFailures {
+				break
+			}
+			n++
+			if bytes += len(f.Message); bytes > maxReportFailureMessages {
+				f.Message = ""
+			}
+			keep = append(keep, f)
+		}
+		entries[i].FailingSchedules = keep
+	}
+}
+
+// truncate makes s valid UTF-8 without control characters (a plugin's text, which the API server would
+// store escaped, six bytes each) and cuts it to at most n bytes on a character boundary. The text written
+// is then the text read back, so a report compares equal to what the host published.
 func truncate(s string, n int) string {
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, strings.ToValidUTF8(s, "?"))
 	if len(s) <= n {
 		return s
 	}
-	return s[:n-3] + "..."
+	cut := n - 3
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "..."
 }
 
 // write applies the report when it differs from what the object holds. A report last written by another

@@ -108,6 +108,9 @@ func (s *RedisStore) Get(ctx context.Context, key string) ([]byte, bool, error) 
 // most max+1 bytes of the value (GETRANGE), so a longer one is never read whole; its length is then at
 // least max+1. GETRANGE reads a missing key as empty, which kv_get treats as unset too.
 func (s *RedisStore) GetAtMost(ctx context.Context, key string, max int64) ([]byte, bool, int64, error) {
+	if max < 0 {
+		max = 0 // GETRANGE reads a negative end from the value's end: the whole value
+	}
 	if max >= math.MaxInt64-1 {
 		v, ok, err := s.Get(ctx, key)
 		return v, ok, int64(len(v)), err

@@ -732,8 +732,8 @@ func TestUninstallHook(t *testing.T) {
 		if o.GetLabels()["app.kubernetes.io/component"] != "uninstall" {
 			continue
 		}
-		if a := o.GetAnnotations(); a["helm.sh/hook"] != "pre-delete" || a["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded" {
-			t.Errorf("%s %s annotations %v: want a pre-delete hook deleted when it succeeded", o.GetKind(), o.GetName(), a)
+		if a := o.GetAnnotations(); a["helm.sh/hook"] != "pre-delete" || a["helm.sh/hook-delete-policy"] != "before-hook-creation,hook-succeeded,hook-failed" {
+			t.Errorf("%s %s annotations %v: want a pre-delete hook deleted when it ends", o.GetKind(), o.GetName(), a)
 		}
 	}
 	objs, err = Render(release, ns, "--set", "uninstallHook.enabled=false")

@@ -77,8 +77,9 @@ func machineState() string {
 	for _, c := range [][]string{{"ip", "-o", "link", "show"}, {"ip", "-o", "addr", "show"}, {"ip", "route", "show"},
 		{"sh", "-c", "iptables-save 2>/dev/null | grep -v '^#' | grep -c KUBE- || true"},
 		{"cat", "/proc/sys/net/ipv4/ip_forward"},
-		// What the kubelet and kube-proxy set (hack/cluster.sh CHANGED_SYSCTLS).
-		{"sh", "-c", "cd /proc/sys && grep -H . vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes net/netfilter/nf_conntrack_tcp_timeout_established net/netfilter/nf_conntrack_tcp_timeout_close_wait 2>/dev/null || true"},
+		// What the kubelet sets (hack/cluster.sh CHANGED_SYSCTLS; kube-proxy's conntrack timeouts are put
+		// back too, but exist only once nf_conntrack is loaded, which kube-proxy may do itself).
+		{"sh", "-c", "cd /proc/sys && grep -H . vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes 2>/dev/null || true"},
 		{"sh", "-c", "ls -d /run/containerd /var/lib/cni /var/lib/kubelet /sys/fs/cgroup/*/wasm-operator-cluster 2>/dev/null || true"},
 		{"sh", "-c", "pgrep -x 'kubelet|kube-proxy|containerd|containerd-shim' || true"}} {
 		out, _ := exec.Command(c[0], c[1:]...).CombinedOutput()
