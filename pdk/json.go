@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/wasm-operator/wasm-operator/internal/jsonstr"
 )
 
 // The HTTP host functions exchange small JSON documents: the request
@@ -14,51 +16,15 @@ import (
 // encoding/json, which would add its reflection machinery to every plugin
 // that makes a request.
 
-// appendJSONString appends s to b as a JSON string. Invalid UTF-8 becomes
-// U+FFFD, as encoding/json does.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c == '\n':
-				b = append(b, '\\', 'n')
-			case c == '\r':
-				b = append(b, '\\', 'r')
-			case c == '\t':
-				b = append(b, '\\', 't')
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
-}
-
 // encodeHTTPRequest returns the request description http_request expects:
 // {"url":...,"method":...,"headers":{...}}, header names sorted so the same
 // request always encodes the same way.
 func encodeHTTPRequest(method, url string, headers map[string]string) []byte {
 	b := make([]byte, 0, 64+len(url))
 	b = append(b, `{"url":`...)
-	b = appendJSONString(b, url)
+	b = jsonstr.Append(b, url)
 	b = append(b, `,"method":`...)
-	b = appendJSONString(b, method)
+	b = jsonstr.Append(b, method)
 	b = append(b, `,"headers":{`...)
 	keys := make([]string, 0, len(headers))
 	for k := range headers {
@@ -69,9 +35,9 @@ func encodeHTTPRequest(method, url string, headers map[string]string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, k)
+		b = jsonstr.Append(b, k)
 		b = append(b, ':')
-		b = appendJSONString(b, headers[k])
+		b = jsonstr.Append(b, headers[k])
 	}
 	return append(b, "}}"...)
 }

@@ -2,13 +2,14 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"time"
 	"unicode/utf8"
 
 	"github.com/tetratelabs/wazero/api"
+
+	"github.com/wasm-operator/wasm-operator/internal/jsonstr"
 )
 
 // UserModule is the host module of the services of our own, which Extism PDKs import as user host
@@ -192,39 +193,30 @@ func kvList(ctx context.Context, _ api.Module, s []uint64) {
 
 // putJSONList writes keys as a JSON array of strings into a kernel block and returns its handle. The
 // block is sized and charged to the instance before anything is encoded, and keys are encoded straight
-// into it: JSON escapes can make the list six times its keys, which must never be held in Go memory
-// outside the budget.
+// into it, with no buffer of Go memory: JSON escapes can make the list six times its keys, which must
+// never be held outside the budget (encoding/json's encoder buffers each string, and under the race
+// detector its buffer pool keeps nothing). Keys are valid UTF-8 (kvOf checks), so only quotes,
+// backslashes and control characters need escapes.
 func putJSONList(k *kernel, fn string, keys []string) uint64 {
-	var w blockWriter
-	enc := json.NewEncoder(&w) // as json.Marshal quotes, plus a newline per key
+	n := uint64(1) // "[" or a comma before each key, then "]"
 	for _, key := range keys {
-		_ = enc.Encode(key) // a string always encodes
+		n += uint64(jsonstr.Len(key)) + 1
 	}
-	n := uint64(w.n) + 1 // the newlines become "[", the commas and "]"
+	if len(keys) == 0 {
+		n++
+	}
 	h := k.alloc(n)
 	if h == 0 {
 		fault(fn, "out of memory: cannot allocate %d bytes of kernel memory for %d keys", n, len(keys))
 	}
-	w = blockWriter{dst: k.mem[h-arenaBase : h-arenaBase+n], n: 1}
-	w.dst[0] = '['
-	for _, key := range keys {
-		_ = enc.Encode(key)
-		w.dst[w.n-1] = ',' // over the newline
+	dst := k.mem[h-arenaBase : h-arenaBase : h-arenaBase+n]
+	dst = append(dst, '[')
+	for i, key := range keys {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = jsonstr.Append(dst, key)
 	}
-	w.dst[n-1] = ']'
+	_ = append(dst, ']') // within the block's capacity: n counted every byte
 	return h
-}
-
-// blockWriter counts what is written, and copies it into dst when dst is set.
-type blockWriter struct {
-	dst []byte
-	n   int
-}
-
-func (w *blockWriter) Write(p []byte) (int, error) {
-	if w.dst != nil {
-		copy(w.dst[w.n:], p)
-	}
-	w.n += len(p)
-	return len(p), nil
 }
