@@ -320,6 +320,11 @@ func (i *Instance) Close(ctx context.Context) error {
 
 // callID returns the id this call is logged with.
 func (i *Instance) callID() string {
+	if f := i.plugin.callID; f != nil {
+		if id := f(i.cctx.parent); id != "" {
+			return id
+		}
+	}
 	if id, ok := i.cctx.parent.Value(callIDKey{}).(string); ok {
 		return id
 	}

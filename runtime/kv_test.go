@@ -226,6 +226,19 @@ func callUser(inst *Instance, fn string, stack []uint64) (fault error) {
 	return nil
 }
 
+// leastAlloc runs f five times and returns the least Go memory one run allocated.
+func leastAlloc(f func()) uint64 {
+	least := uint64(math.MaxUint64)
+	for range 5 {
+		var before, after goruntime.MemStats
+		goruntime.ReadMemStats(&before)
+		f()
+		goruntime.ReadMemStats(&after)
+		least = min(least, after.TotalAlloc-before.TotalAlloc)
+	}
+	return least
+}
+
 // aloneChild marks the child process in which a test measuring allocations runs alone.
 const aloneChild = "WASM_OPERATOR_TEST_ALONE"
 
@@ -277,17 +290,11 @@ func TestKVGetCharged(t *testing.T) {
 				}
 				return len(inst.k.bytes("test", stack[0])), nil
 			}
-			least := uint64(math.MaxUint64)
-			for range 5 {
-				var before, after goruntime.MemStats
-				goruntime.ReadMemStats(&before)
-				_, err := get(64 << 10)
-				goruntime.ReadMemStats(&after)
-				if err == nil || !strings.Contains(err.Error(), `kv_get: out of memory: the value of "big" takes `) {
+			least := leastAlloc(func() {
+				if _, err := get(64 << 10); err == nil || !strings.Contains(err.Error(), `kv_get: out of memory: the value of "big" takes `) {
 					t.Fatalf("kv_get of 1Mi under 64Ki: %v", err)
 				}
-				least = min(least, after.TotalAlloc-before.TotalAlloc)
-			}
+			})
 			if least > 256<<10 {
 				t.Errorf("the refused kv_get allocated %d bytes of Go memory outside the budget", least)
 			}
@@ -326,17 +333,11 @@ func TestKVListCharged(t *testing.T) {
 	if !aloneInChild(t) {
 		return
 	}
-	least := uint64(math.MaxUint64)
-	for range 5 {
-		var before, after goruntime.MemStats
-		goruntime.ReadMemStats(&before)
-		_, err := list(64 << 10)
-		goruntime.ReadMemStats(&after)
-		if err == nil || !strings.Contains(err.Error(), "kv_list: out of memory: cannot allocate 120") {
+	least := leastAlloc(func() {
+		if _, err := list(64 << 10); err == nil || !strings.Contains(err.Error(), "kv_list: out of memory: cannot allocate 120") {
 			t.Fatalf("kv_list under 64Ki: %v", err)
 		}
-		least = min(least, after.TotalAlloc-before.TotalAlloc)
-	}
+	})
 	if least > 60<<10 {
 		t.Errorf("the refused kv_list allocated %d bytes of Go memory outside the budget", least)
 	}

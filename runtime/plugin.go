@@ -29,6 +29,9 @@ type PluginConfig struct {
 	// Logger receives plugin log messages, with the plugin's name and a call id. The zero value
 	// discards them.
 	Logger logr.Logger
+	// CallID, when set, names the call a log line belongs to from the call's context (the host's
+	// request id), read only when a line is logged; "" falls back to WithCallID or a number.
+	CallID func(context.Context) string
 }
 
 // Plugin is a compiled module with its permissions, config and limits, from which instances are
@@ -41,6 +44,7 @@ type Plugin struct {
 	config   map[string]string
 	limits   Limits
 	logger   logr.Logger
+	callID   func(context.Context) string
 	logLevel LogLevel
 	http     *httpGuard
 	init     initKind
@@ -83,6 +87,7 @@ func (e *Engine) NewPlugin(ctx context.Context, m *Module, cfg PluginConfig) (*P
 		config:   maps.Clone(cfg.Config),
 		limits:   cfg.Limits,
 		logger:   cfg.Logger,
+		callID:   cfg.CallID,
 		logLevel: LogOff,
 		init:     detectInit(m.c.cm),
 		modCfg: wazero.NewModuleConfig().

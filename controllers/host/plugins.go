@@ -247,6 +247,9 @@ func (h *Plugins) load(ctx context.Context, obj *wasmv1.WasmPlugin, digest, key 
 	}
 	defer mod.Close(ctx)
 	cfg := controllers.PluginConfig(obj, h.Log.WithName("plugin"))
+	// The plugin's log lines of a call carry the request id its caller sees in X-Request-Id, looked up
+	// only when a line is logged (nothing added to each call).
+	cfg.CallID = hostapi.RequestID
 	if d := InitTimeout(cfg.Limits.CallTimeout, h.MaxInitTimeout); d != InitTimeout(cfg.Limits.CallTimeout, 0) {
 		cfg.Limits.InitTimeout = d // capped; otherwise the runtime derives it, and names callTimeout in errors
 	}
@@ -393,10 +396,6 @@ func (h *Plugins) Invoke(ctx context.Context, namespace, name, function string, 
 	p := h.get(types.NamespacedName{Namespace: namespace, Name: name})
 	if p == nil {
 		return nil, hostapi.ErrNotServed
-	}
-	if id := hostapi.RequestID(ctx); id != "" {
-		// The plugin's log lines of this call carry the request id its caller sees in X-Request-Id.
-		ctx = runtime.WithCallID(ctx, id)
 	}
 	for {
 		v := p.cur.Load()

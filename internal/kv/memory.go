@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -73,16 +74,9 @@ func (m *Memory) SetLimits(l Limits) {
 }
 
 // Get returns a copy of the value of key and whether it is set (and not expired).
-func (m *Memory) Get(_ context.Context, key string) ([]byte, bool, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.expire()
-	el, ok := m.entries[key]
-	if !ok {
-		return nil, false, nil
-	}
-	m.lru.MoveToFront(el)
-	return slices.Clone(el.Value.(*entry).value), true, nil
+func (m *Memory) Get(ctx context.Context, key string) ([]byte, bool, error) {
+	v, ok, _, err := m.GetAtMost(ctx, key, math.MaxInt64)
+	return v, ok, err
 }
 
 // GetAtMost is Get for a caller that can take at most max bytes: a longer value is not copied, and its
