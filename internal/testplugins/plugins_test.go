@@ -255,7 +255,13 @@ func TestMisbehave(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.export+"/"+tt.input, func(t *testing.T) {
 			p := newSDKPlugin(t, wasm, sdkOptions{maxPages: maxPages})
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			// The deadline is what stops loop; the others fail on their own, and membomb's 32 MiB of
+			// allocations took longer than a second once under the race detector on a busy machine.
+			timeout := 30 * time.Second
+			if tt.export == "loop" {
+				timeout = time.Second
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			defer cancel()
 			start := time.Now()
 			rc, out, err := p.CallWithContext(ctx, tt.export, []byte(tt.input))
