@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
+	"github.com/wasm-operator/wasm-operator/internal/certs"
 	"github.com/wasm-operator/wasm-operator/internal/hostcontract"
 	"github.com/wasm-operator/wasm-operator/internal/scheduler"
 )
@@ -41,6 +42,9 @@ type HostCallOptions struct {
 	// ServerName is the name the hosts' certificate is for (the host Service's DNS name), checked although
 	// the controller dials each host's pod address.
 	ServerName string
+	// Roots, when set, returns the pool trusted instead of CAFile's, read at each connection: the CA
+	// bundle the controller's own signer publishes (nil until the first: the connection fails).
+	Roots func() *x509.CertPool
 	// TokenFile holds a token of the hosts' audience for the controller's ServiceAccount (a projected
 	// serviceAccountToken, which the kubelet rotates); read at each call.
 	TokenFile string
@@ -66,6 +70,9 @@ func NewClusterSchedules(r *WasmPluginReconciler, o HostCallOptions, opts schedu
 			}
 			tr.TLSClientConfig.RootCAs = pool
 		}
+	}
+	if o.Roots != nil {
+		tr.TLSClientConfig = dynamicRoots(o.Roots, o.ServerName)
 	}
 	cs := &ClusterSchedules{ran: make(chan event.GenericEvent, 1024)}
 	firer := &scheduler.ClusterFirer{
@@ -229,5 +236,18 @@ func mergeScheduleStatus(stored, current []wasmv1.ScheduleStatus, spec []wasmv1.
 func (r *WasmPluginReconciler) forgetSchedules(key types.NamespacedName) {
 	if r.Schedules != nil {
 		r.Schedules.Runner.Remove(key)
+	}
+}
+
+// dynamicRoots is a client configuration verifying the server's chain for serverName against the pool
+// roots returns at each handshake, so a CA bundle that changes is trusted without a restart.
+func dynamicRoots(roots func() *x509.CertPool, serverName string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12, ServerName: serverName,
+		// Verified below, against the current pool, as crypto/tls would against a fixed one.
+		InsecureSkipVerify: true,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			return certs.VerifyChain(cs.PeerCertificates, roots(), serverName)
+		},
 	}
 }

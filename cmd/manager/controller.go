@@ -9,10 +9,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	certv1 "k8s.io/api/certificates/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/fields"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -94,6 +98,13 @@ func runController(args []string) int {
 		hostCA        = fs.String("host-ca-file", "", "PEM CA bundle of the hosts' call API certificates, for Cluster schedules (the chart mounts its host CA ConfigMap); empty: the system's roots")
 		hostServer    = fs.String("host-server-name", "", "name the hosts' certificate is for (the host Service's DNS name), checked although Cluster schedules dial each host's pod address")
 		hostToken     = fs.String("host-token-file", "", "file holding a token of the hosts' audience for the controller's ServiceAccount (a projected serviceAccountToken), read at each Cluster schedule call; empty: Cluster schedules fail and say so")
+		signerName    = fs.String("host-signer-name", "", "sign the hosts' serving certificates: the spec.signerName of their CertificateSigningRequests (the hosts' --tls-signer-name), such as wasm-operator.dev/<namespace>.<release>-host; empty: no signer")
+		signerSA      = fs.String("host-service-account", "", "namespace/name of the hosts' ServiceAccount, the only requester whose certificate requests are signed")
+		signerNames   = fs.String("host-dns-names", "", "comma-separated DNS names of the host Service, the only names a host certificate may hold")
+		signerMax     = fs.Duration("host-cert-max-duration", 7*24*time.Hour, "longest lifetime of a host certificate; hosts ask for less (a day) and renew after two thirds of it")
+		caSecret      = fs.String("host-ca-secret", "", "kubernetes.io/tls Secret of --namespace holding the signer's CA (tls.crt, tls.key; ca.crt, the root, for an intermediate CA)")
+		caGenerate    = fs.Bool("host-ca-generate", false, "make the CA and its Secret when --host-ca-secret does not exist (else wait for it: cert-manager issues it)")
+		caConfigMap   = fs.String("host-ca-configmap", "", "ConfigMap of --namespace the signer publishes the CA bundle callers trust in (key ca.crt)")
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
 		compile       compileFlags
@@ -111,6 +122,8 @@ func runController(args []string) int {
 		qps: float32(*qps), burst: *burst, maxModule: maxModule, cacheMax: cacheMaxBytes, compile: compile,
 		guard:    source.Guard{DenyPrivateNetworks: *denyPrivate, AllowedHosts: splitList(*allowedHosts), AllowLoopback: *allowLoopback},
 		hostCall: controllers.HostCallOptions{CAFile: *hostCA, ServerName: *hostServer, TokenFile: *hostToken},
+		signer: controllers.HostSignerOptions{SignerName: *signerName, Requester: *signerSA, DNSNames: splitList(*signerNames),
+			MaxDuration: *signerMax, CASecret: *caSecret, GenerateCA: *caGenerate, CABundleConfigMap: *caConfigMap},
 	}); err != nil {
 		log.Error(err, "controller stopped")
 		return 1
@@ -130,6 +143,7 @@ type controllerOptions struct {
 	maxModule, cacheMax                         int64
 	guard                                       source.Guard
 	hostCall                                    controllers.HostCallOptions
+	signer                                      controllers.HostSignerOptions
 }
 
 // splitList splits a comma-separated flag value, dropping spaces and empty items.
@@ -156,8 +170,15 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		metricsOpts.SecureServing = true
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
+	var cacheOpts cache.Options
+	if o.signer.SignerName != "" {
+		// Only the requests of this signer: a cluster's kubelets renew theirs all the time.
+		cacheOpts.ByObject = map[client.Object]cache.ByObject{&certv1.CertificateSigningRequest{}: {
+			Field: fields.OneTermEqualSelector("spec.signerName", o.signer.SignerName)}}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        newScheme(),
+		Cache:                         cacheOpts,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        o.probeAddr,
 		LeaderElection:                o.leaderElect,
@@ -190,6 +211,18 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		HostNamespace:           o.namespace,
 		MaxModuleBytes:          o.maxModule,
 		MaxConcurrentReconciles: o.workers,
+	}
+	o.signer.Namespace = o.namespace
+	keeper, err := controllers.SetupHostSigner(mgr, o.signer)
+	if err != nil {
+		return err
+	}
+	if keeper != nil {
+		// The controller trusts the bundle it publishes itself when it calls hosts.
+		o.hostCall.Roots = keeper.Pool
+		if o.hostCall.ServerName == "" {
+			o.hostCall.ServerName = o.signer.DNSNames[0]
+		}
 	}
 	if r.Schedules, err = controllers.NewClusterSchedules(r, o.hostCall, scheduler.Options{Registerer: metrics.Registry}); err != nil {
 		return err

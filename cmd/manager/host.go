@@ -27,6 +27,7 @@ import (
 	"github.com/wasm-operator/wasm-operator/controllers/host"
 	"github.com/wasm-operator/wasm-operator/internal/crashguard"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/hostcerts"
 	"github.com/wasm-operator/wasm-operator/internal/scheduler"
 	"github.com/wasm-operator/wasm-operator/internal/store"
 )
@@ -39,6 +40,8 @@ type hostOptions struct {
 	node, cacheDir, namespace, listen string
 	compileDir                        string
 	audiences, tlsCert, tlsKey        string
+	tlsSigner, tlsDNSNames            string
+	tlsDuration                       time.Duration
 	auth                              bool
 	maxConnections                    int
 	leaseDuration, reportInterval     time.Duration
@@ -62,6 +65,9 @@ func runHost(args []string) int {
 	fs.StringVar(&o.audiences, "token-audiences", hostapi.DefaultAudience, "comma-separated audiences a caller's token must be issued for (TokenReview spec.audiences); callers mount a projected serviceAccountToken of this audience, which the API server itself refuses")
 	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "PEM serving certificate of the call API (HTTPS); read again when it changes. Required with --auth, so that tokens never cross the network in clear")
 	fs.StringVar(&o.tlsKey, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	fs.StringVar(&o.tlsSigner, "tls-signer-name", "", "instead of --tls-cert-file: ask this signer (the controller's, through a CertificateSigningRequest) for a serving certificate of this host alone, with a key that never leaves the process, renewed after two thirds of its life")
+	fs.StringVar(&o.tlsDNSNames, "tls-dns-names", "", "comma-separated names of the certificate asked with --tls-signer-name: the host Service's DNS names, which callers check")
+	fs.DurationVar(&o.tlsDuration, "tls-cert-duration", hostcerts.DefaultDuration, "lifetime asked for the certificate of --tls-signer-name (the signer may cut it; 10m at least)")
 	fs.IntVar(&o.maxConnections, "max-connections", hostapi.DefaultMaxConnections, "connections the call API serves at once; more wait")
 	fs.DurationVar(&o.leaseDuration, "lease-duration", host.DefaultLeaseDuration, "how long the host counts as live without renewing its Lease")
 	fs.DurationVar(&o.maxInitTimeout, "max-init-timeout", host.DefaultMaxInitTimeout, "longest a plugin's instance may take to start (its start section and initialisers), whatever its limits.callTimeout; 0: no cap")
@@ -84,8 +90,16 @@ func runHost(args []string) int {
 		fmt.Fprintln(os.Stderr, "manager host: --tls-cert-file and --tls-key-file go together; set both")
 		return 2
 	}
-	if o.auth && o.tlsCert == "" {
-		fmt.Fprintln(os.Stderr, "manager host: --auth needs --tls-cert-file and --tls-key-file: bearer tokens must not cross the network in clear "+
+	if o.tlsSigner != "" && o.tlsCert != "" {
+		fmt.Fprintln(os.Stderr, "manager host: --tls-signer-name and --tls-cert-file are two sources of the serving certificate; set one")
+		return 2
+	}
+	if o.tlsSigner != "" && len(splitList(o.tlsDNSNames)) == 0 {
+		fmt.Fprintln(os.Stderr, "manager host: --tls-signer-name needs --tls-dns-names: the host Service's DNS names, which callers check")
+		return 2
+	}
+	if o.auth && o.tlsCert == "" && o.tlsSigner == "" {
+		fmt.Fprintln(os.Stderr, "manager host: --auth needs a serving certificate (--tls-signer-name, or --tls-cert-file and --tls-key-file): bearer tokens must not cross the network in clear "+
 			"(plain HTTP is only for --auth=false on a loopback --listen address)")
 		return 2
 	}
@@ -161,19 +175,33 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 		return err
 	}
 	var tlsConfig *tls.Config
-	if o.tlsCert != "" {
+	ready := r.Ready
+	var requester *hostcerts.Requester
+	switch {
+	case o.tlsCert != "":
 		certs, err := hostapi.NewCertReloader(o.tlsCert, o.tlsKey)
 		if err != nil {
 			return err
 		}
 		tlsConfig = certs.TLSConfig()
+	case o.tlsSigner != "":
+		// Not ready until the signer signed: callers would meet a certificate they do not trust.
+		requester = &hostcerts.Requester{Client: kube, SignerName: o.tlsSigner, Node: o.node, DNSNames: splitList(o.tlsDNSNames),
+			Duration: o.tlsDuration, Log: log.WithName("certificate")}
+		tlsConfig = requester.TLSConfig()
+		ready = func() error {
+			if err := requester.Ready(); err != nil {
+				return err
+			}
+			return r.Ready()
+		}
 	}
 	srv, err := hostapi.New(hostapi.Options{
 		TLSConfig: tlsConfig,
 		Addr:      o.listen, Invoker: plugins, Kube: kube, DisableAuth: !o.auth,
 		Audiences: splitList(o.audiences), MaxConnections: o.maxConnections,
 		Metrics: hm, Registerer: metrics.Registry, Gatherer: metrics.Registry,
-		Ready: drain.ready(r.Ready), Logger: log.WithName("api"),
+		Ready: drain.ready(ready), Logger: log.WithName("api"),
 	})
 	if err != nil {
 		return err
@@ -184,6 +212,9 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 	ctx, cancel := drain.after(ctx, func() { log.Info("stopping: draining calls, /readyz fails", "for", o.drainDelay) })
 	defer cancel()
 	errs := make(chan error, 2)
+	if requester != nil {
+		go func() { _ = requester.Start(ctx) }()
+	}
 	go func() { errs <- srv.Run(ctx) }()
 	go func() { errs <- mgr.Start(ctx) }()
 	err = <-errs
@@ -227,7 +258,7 @@ func advertiseURL(o hostOptions) string {
 		return ""
 	}
 	scheme := "https"
-	if o.tlsCert == "" {
+	if o.tlsCert == "" && o.tlsSigner == "" {
 		scheme = "http"
 	}
 	return scheme + "://" + net.JoinHostPort(ip, port)

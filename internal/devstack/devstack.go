@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -77,7 +78,9 @@ type Stack struct {
 
 	files *http.Server
 	mu    sync.Mutex
-	procs map[string]*Process
+	// signer, when set, makes the controller sign the hosts' certificates (UseHostSigner).
+	signer *HostSigner
+	procs  map[string]*Process
 	// kubeconfigs are per-process kubeconfigs set with RunAs; processes without one use Kubeconfig.
 	kubeconfigs map[string]string
 }
@@ -190,11 +193,15 @@ func (s *Stack) StartController() (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := append([]string{"controller", "--cache-dir", s.CacheDir, "--namespace", Namespace,
+	args := []string{"controller", "--cache-dir", s.CacheDir, "--namespace", Namespace,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--leader-elect=true",
-		"--host-ca-file", filepath.Join(s.opts.Dir, "host-ca.crt"), "--host-token-file", token,
-		"--dev-allow-loopback-sources"}, s.opts.ControllerArgs...) // the file server is on loopback
-	return s.start("controller", args...)
+		"--host-token-file", token, "--dev-allow-loopback-sources"} // the file server is on loopback
+	if signer := s.hostSigner(); signer != nil {
+		args = append(args, signer.ControllerArgs...)
+	} else {
+		args = append(args, "--host-ca-file", filepath.Join(s.opts.Dir, "host-ca.crt"))
+	}
+	return s.start("controller", append(args, s.opts.ControllerArgs...)...)
 }
 
 // controllerToken writes a token of the hosts' audience for the ServiceAccount wasm-operator-controller of
@@ -228,7 +235,9 @@ func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error
 	// Each host compiles what the shared cache lacks into a folder of its own, as on a node.
 	args := []string{"host", "--node-name", node, "--cache-dir", s.CacheDir, "--namespace", Namespace, "--listen", listen,
 		"--compile-cache-dir", filepath.Join(s.opts.Dir, "local-"+node), "--state-dir", filepath.Join(s.opts.Dir, "state-"+node)}
-	if !slices.Contains(extra, "--auth=false") {
+	if signer := s.hostSigner(); signer != nil && !slices.Contains(extra, "--auth=false") {
+		args = append(append(args, signer.HostArgs...), "--advertise-url", "https://"+listen)
+	} else if !slices.Contains(extra, "--auth=false") {
 		args = append(args, "--tls-cert-file", s.hostCert, "--tls-key-file", s.hostKey, "--advertise-url", "https://"+listen)
 	} else {
 		args = append(args, "--advertise-url", "http://"+listen)
@@ -236,11 +245,56 @@ func (s *Stack) StartHost(node, listen string, extra ...string) (*Process, error
 	return s.start("host-"+node, append(args, extra...)...)
 }
 
-// HostClient returns an HTTP client for the hosts' call API: HTTPS, trusting HostCA, as a caller pod
-// trusts the chart's CA ConfigMap. Callers also need a token of audience hostapi.DefaultAudience.
+// HostSigner makes the controller sign each host's own serving certificate, with the arguments the chart
+// gives the controller and the hosts (modes generate and certManager of host.tls).
+type HostSigner struct {
+	// ControllerArgs are the controller's --host-signer-name, --host-ca-secret... ; HostArgs the hosts'
+	// --tls-signer-name, --tls-dns-names...
+	ControllerArgs, HostArgs []string
+	// ServerName is the name callers check (the host Service's), although they dial 127.0.0.1.
+	ServerName string
+	// CAConfigMap is the ConfigMap of Namespace where the controller publishes the bundle callers trust.
+	CAConfigMap string
+}
+
+// UseHostSigner makes the controller and hosts started from now on run as h says. The hosts must act
+// as the ServiceAccount the controller signs for, with a node claim (RunAs).
+func (s *Stack) UseHostSigner(h HostSigner) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.signer = &h
+}
+
+// HostSigned reports whether the controller signs the hosts' certificates (UseHostSigner).
+func (s *Stack) HostSigned() bool { return s.hostSigner() != nil }
+
+func (s *Stack) hostSigner() *HostSigner {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.signer
+}
+
+// HostClient returns an HTTP client for the hosts' call API: HTTPS, trusting what a caller pod trusts,
+// HostCA or, with UseHostSigner, the bundle the controller publishes (read at each connection) for the
+// Service's name. Callers also need a token of audience hostapi.DefaultAudience.
 func (s *Stack) HostClient() *http.Client {
+	verify := func(cs tls.ConnectionState) error {
+		roots, name := s.HostCA.Pool(), cs.ServerName
+		if signer := s.hostSigner(); signer != nil {
+			cm := &corev1.ConfigMap{}
+			if err := s.Client.Get(context.Background(), client.ObjectKey{Namespace: Namespace, Name: signer.CAConfigMap}, cm); err != nil {
+				return fmt.Errorf("the hosts' CA bundle: %w", err)
+			}
+			roots, name = x509.NewCertPool(), signer.ServerName
+			if !roots.AppendCertsFromPEM([]byte(cm.Data["ca.crt"])) {
+				return fmt.Errorf("the hosts' CA bundle ConfigMap %s holds no certificate", signer.CAConfigMap)
+			}
+		}
+		return certs.VerifyChain(cs.PeerCertificates, roots, name)
+	}
 	return &http.Client{Timeout: 30 * time.Second,
-		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: s.HostCA.Pool(), MinVersion: tls.VersionTLS12}}}
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12,
+			InsecureSkipVerify: true, VerifyConnection: verify}}} // verified by verify, as crypto/tls would
 }
 
 // makeHostCert makes HostCA and the hosts' serving certificate in the stack's folder.

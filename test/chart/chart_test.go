@@ -1,9 +1,6 @@
 package chart
 
 import (
-	"crypto/x509"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -109,9 +106,10 @@ func TestTemplateDefaults(t *testing.T) {
 	}
 	want := map[string]int{
 		"CustomResourceDefinition": 2, "Deployment": 1, "DaemonSet": 1, "PersistentVolumeClaim": 1,
-		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 3, "ClusterRole": 7, "ClusterRoleBinding": 3,
-		"Role": 1, "RoleBinding": 1, "Job": 1, // the uninstall hook
-		"Secret": 1, "ConfigMap": 1, // the hosts' serving certificate and its CA for callers
+		"PodDisruptionBudget": 1, "Service": 2, "ServiceAccount": 3,
+		"ClusterRole": 8, "ClusterRoleBinding": 4, // one pair for the signer of the hosts' certificates
+		"Role": 2, "RoleBinding": 2, // the uninstall hook's, the signer's CA Secret and bundle ConfigMap
+		"Job":                       1,                                        // the uninstall hook
 		"ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 1, // hosts write only their node's objects
 	}
 	if got := kinds(objs); !reflect.DeepEqual(got, want) {
@@ -162,7 +160,8 @@ func TestTemplateDefaults(t *testing.T) {
 		t.Errorf("host POD_NAMESPACE from %q, want metadata.namespace", got)
 	}
 	for _, a := range []string{"host", "--listen=:8181", "--auth=true", "--cache-dir=/var/cache/wasm-operator",
-		"--tls-cert-file=/etc/wasm-operator/tls/tls.crt", "--tls-key-file=/etc/wasm-operator/tls/tls.key",
+		"--tls-signer-name=wasm-operator.dev/" + ns + "." + release + "-host", "--tls-cert-duration=24h",
+		"--tls-dns-names=" + hostDNSNames,
 		"--token-audiences=wasm-operator", "--compile-cache-dir=/var/cache/wasm-operator-local"} {
 		if !slices.Contains(args(t, ds), a) {
 			t.Errorf("host args %v lack %s", args(t, ds), a)
@@ -264,8 +263,8 @@ func TestTemplateValues(t *testing.T) {
 					t.Errorf("%s ServiceMonitor endpoints %s: want %s, /metrics is guarded", c.name, got, c.want)
 				}
 			}
-			if k := kinds(objs)["ClusterRole"]; k != 5 {
-				t.Errorf("%d ClusterRoles, want controller, host, caller, metrics reader and uninstall hook only (aggregateToDefaultRoles false)", k)
+			if k := kinds(objs)["ClusterRole"]; k != 6 {
+				t.Errorf("%d ClusterRoles, want controller, its signer, host, caller, metrics reader and uninstall hook only (aggregateToDefaultRoles false)", k)
 			}
 			if l := find(t, objs, "ClusterRole", "wasm-caller").GetLabels(); l["rbac.authorization.k8s.io/aggregate-to-edit"] != "" {
 				t.Errorf("caller role labels %v: aggregateToEdit is false", l)
@@ -411,9 +410,14 @@ func TestTemplateValues(t *testing.T) {
 
 // TestBadValues shows that values.schema.json and the templates refuse what would install a broken
 // operator, with a message that names the value.
+// hostDNSNames are the names of the host Service, the only ones of a host's certificate.
+var hostDNSNames = strings.Join([]string{release + "-host", release + "-host." + ns, release + "-host." + ns + ".svc",
+	release + "-host." + ns + ".svc.cluster.local"}, ",")
+
 // checkHostCacheAndTLS: the host mounts the shared cache read-only and compiles into a volume of its own
-// node, its probes speak HTTPS, and the generated certificate is for the call Service, signed by the CA
-// published for callers.
+// node, its probes speak HTTPS, and it asks the controller for a certificate of its own (no Secret holds
+// a serving key): the controller signs for the host Service's names and the hosts' ServiceAccount only,
+// keeps its CA in a Secret it makes (nothing rendered: `helm template` works) and publishes the bundle.
 func checkHostCacheAndTLS(t *testing.T, objs []*unstructured.Unstructured, ds *unstructured.Unstructured) {
 	t.Helper()
 	c := &unstructured.Unstructured{Object: container(t, ds)}
@@ -425,7 +429,7 @@ func checkHostCacheAndTLS(t *testing.T, objs []*unstructured.Unstructured, ds *u
 	for name, want := range map[string]string{
 		"cache":         "/var/cache/wasm-operator ro=true",
 		"compile-cache": "/var/cache/wasm-operator-local ro=<nil>",
-		"tls":           "/etc/wasm-operator/tls ro=true",
+		"tls":           "",
 	} {
 		if mounts[name] != want {
 			t.Errorf("host mount %s = %q, want %q", name, mounts[name], want)
@@ -433,7 +437,7 @@ func checkHostCacheAndTLS(t *testing.T, objs []*unstructured.Unstructured, ds *u
 	}
 	vols := str(ds, "spec", "template", "spec", "volumes")
 	for _, want := range []string{"name:cache persistentVolumeClaim:map[claimName:wasm-operator-cache readOnly:true]",
-		"emptyDir:map[sizeLimit:1Gi] name:compile-cache", "name:tls secret:map[secretName:wasm-operator-host-tls]"} {
+		"emptyDir:map[sizeLimit:1Gi] name:compile-cache"} {
 		if !strings.Contains(vols, want) {
 			t.Errorf("host volumes %s lack %s", vols, want)
 		}
@@ -443,63 +447,68 @@ func checkHostCacheAndTLS(t *testing.T, objs []*unstructured.Unstructured, ds *u
 			t.Errorf("host %s scheme = %q, want HTTPS", probe, got)
 		}
 	}
-	secret := find(t, objs, "Secret", "-host-tls")
-	if got := str(secret, "type"); got != "kubernetes.io/tls" {
-		t.Errorf("host TLS Secret type %q", got)
+	if s := lookup(objs, "Secret", "-host"); s != nil {
+		t.Errorf("the chart renders the Secret %s: a key in the release", s.GetName())
 	}
-	caPEM := str(find(t, objs, "ConfigMap", "-host-ca"), "data", "ca.crt")
-	crtB64 := str(secret, "data", "tls.crt")
-	crtPEM, err := base64.StdEncoding.DecodeString(crtB64)
-	if err != nil {
-		t.Fatal(err)
+	dep := find(t, objs, "Deployment", "-controller")
+	for _, a := range []string{"--host-signer-name=wasm-operator.dev/" + ns + "." + release + "-host",
+		"--host-service-account=" + ns + "/" + release + "-host", "--host-dns-names=" + hostDNSNames,
+		"--host-ca-secret=" + release + "-host-ca-key", "--host-ca-generate=true", "--host-ca-configmap=" + release + "-host-ca",
+		"--host-server-name=" + release + "-host." + ns + ".svc"} {
+		if !slices.Contains(args(t, dep), a) {
+			t.Errorf("controller args %v lack %s", args(t, dep), a)
+		}
 	}
-	block, _ := pem.Decode(crtPEM)
-	if block == nil {
-		t.Fatalf("tls.crt is not PEM: %.80s", crtPEM)
-	}
-	cert, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM([]byte(caPEM)) {
-		t.Fatalf("the CA ConfigMap holds no certificate: %.80s", caPEM)
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{DNSName: release + "-host." + ns + ".svc", Roots: pool}); err != nil {
-		t.Errorf("the serving certificate does not verify for the call Service with the published CA: %v", err)
+	role := find(t, objs, "Role", "-controller-host-ca")
+	if got := str(role, "rules"); !strings.Contains(got, "resourceNames:["+release+"-host-ca]") || strings.Contains(got, "delete") {
+		t.Errorf("the controller's CA Role %s: want create, and get and update on the bundle ConfigMap only", got)
 	}
 }
 
-// TestHostTLSModes: cert-manager issues the certificate when asked (no chart-made key), and a Secret of
-// one's own is used as named.
+// TestHostTLSModes: with cert-manager the controller signs with an intermediate CA cert-manager issues
+// (the chart makes no key and the controller makes no CA); a Secret of one's own is used as named.
 func TestHostTLSModes(t *testing.T) {
 	objs, err := Render(release, ns, "--set", "host.tls.mode=certManager", "--set", "host.tls.certManager.issuerRef.name=my-ca",
 		"--set", "host.tls.certManager.issuerRef.kind=ClusterIssuer")
 	if err != nil {
 		t.Fatal(err)
 	}
-	crt := find(t, objs, "Certificate", "-host")
-	if got := str(crt, "spec", "secretName"); got != release+"-host-tls" {
+	crt := find(t, objs, "Certificate", "-host-ca")
+	if got := str(crt, "spec", "secretName"); got != release+"-host-ca-key" {
 		t.Errorf("Certificate secretName %q", got)
+	}
+	if got := str(crt, "spec", "isCA"); got != "true" {
+		t.Errorf("Certificate isCA %q: the controller signs with it", got)
 	}
 	if got := str(crt, "spec", "issuerRef"); got != "map[group:cert-manager.io kind:ClusterIssuer name:my-ca]" {
 		t.Errorf("Certificate issuerRef %s", got)
 	}
-	if got := str(crt, "spec", "dnsNames"); !strings.Contains(got, release+"-host."+ns+".svc") {
-		t.Errorf("Certificate dnsNames %s lack the Service name", got)
+	dep := find(t, objs, "Deployment", "-controller")
+	if !slices.Contains(args(t, dep), "--host-ca-generate=false") || !slices.Contains(args(t, dep), "--host-ca-secret="+release+"-host-ca-key") {
+		t.Errorf("controller args %v: want the cert-manager CA, none made", args(t, dep))
 	}
-	if lookup(objs, "Secret", "-host-tls") != nil {
-		t.Error("the chart made a key although cert-manager issues the certificate")
+	if got := str(find(t, objs, "Role", "-controller-host-ca"), "rules"); strings.Contains(got, "secrets") {
+		t.Errorf("with cert-manager the controller creates no Secret, but its Role says %s", got)
+	}
+	if lookup(objs, "Secret", "-host") != nil {
+		t.Error("the chart made a key although cert-manager issues the CA")
 	}
 	objs, err = Render(release, ns, "--set", "host.tls.mode=secret", "--set", "host.tls.secretName=my-host-cert")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := str(find(t, objs, "DaemonSet", "-host"), "spec", "template", "spec", "volumes"); !strings.Contains(got, "secretName:my-host-cert") {
+	ds := find(t, objs, "DaemonSet", "-host")
+	if got := str(ds, "spec", "template", "spec", "volumes"); !strings.Contains(got, "secretName:my-host-cert") {
 		t.Errorf("host volumes %s do not use my-host-cert", got)
 	}
-	if lookup(objs, "Certificate", "-host") != nil || lookup(objs, "Secret", "-host-tls") != nil {
-		t.Error("mode secret rendered a certificate of its own")
+	for _, a := range []string{"--tls-cert-file=/etc/wasm-operator/tls/tls.crt", "--tls-key-file=/etc/wasm-operator/tls/tls.key"} {
+		if !slices.Contains(args(t, ds), a) {
+			t.Errorf("host args %v lack %s", args(t, ds), a)
+		}
+	}
+	if lookup(objs, "Certificate", "-host") != nil || lookup(objs, "Role", "-controller-host-ca") != nil ||
+		slices.ContainsFunc(args(t, find(t, objs, "Deployment", "-controller")), func(a string) bool { return strings.HasPrefix(a, "--host-signer-name") }) {
+		t.Error("mode secret rendered a signer or certificate of its own")
 	}
 }
 

@@ -33,6 +33,7 @@ import (
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 	"github.com/wasm-operator/wasm-operator/internal/devstack"
 	"github.com/wasm-operator/wasm-operator/internal/hostapi"
+	"github.com/wasm-operator/wasm-operator/internal/hostcerts"
 	"github.com/wasm-operator/wasm-operator/internal/testplugins"
 )
 
@@ -105,6 +106,27 @@ func lifecycle(t *testing.T, setup func(*testing.T, *devstack.Stack)) {
 		return isReady(p) && p.Status.ReadyNodes == 2 && p.Status.TargetNodes == 2
 	})
 	first := p.Status.Artifact.Digest
+
+	t.Run("each host serves a certificate callers trust", func(t *testing.T) {
+		want := map[string]string{}
+		for _, n := range nodes {
+			var cn string
+			eventually(t, wait, func() (bool, string) {
+				var err error
+				cn, err = servingName(n.addr)
+				return err == nil, fmt.Sprintf("%s: GET /readyz: %v", n.name, err)
+			})
+			want[n.name] = cn
+		}
+		// With the chart's signer, each host has its own certificate, its node in the subject.
+		if signed := s.HostSigned(); signed {
+			for name, cn := range want {
+				if cn != hostcerts.CommonName(name) {
+					t.Fatalf("the host of %s serves a certificate of %q, want its own (%q)", name, cn, hostcerts.CommonName(name))
+				}
+			}
+		}
+	})
 
 	t.Run("calls with and without permission", func(t *testing.T) {
 		for _, n := range nodes {
@@ -334,6 +356,20 @@ func call(t *testing.T, addr, plugin, function, token, input string) (int, strin
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// servingName is the subject of the certificate a host serves, once it verifies and /readyz says ok.
+func servingName(addr string) (string, error) {
+	resp, err := httpClient.Get("https://" + addr + "/readyz")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%d %s", resp.StatusCode, b)
+	}
+	return resp.TLS.PeerCertificates[0].Subject.CommonName, nil
 }
 
 // getMetrics reads a host's /metrics with a bearer token (none when empty).

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,7 +73,50 @@ func chartRBAC(edit func(*unstructured.Unstructured)) func(*testing.T, *devstack
 		as("controller", sa.Controller, "")
 		as("host-node-a", sa.Host, "node-a")
 		as("host-node-b", sa.Host, "node-b")
+		// The hosts' certificates as the chart has them made: each host asks the controller for its own.
+		signer := devstack.HostSigner{
+			ControllerArgs: chartArgs(t, objs, "Deployment", "--host-signer-name=", "--host-service-account=", "--host-dns-names=",
+				"--host-ca-secret=", "--host-ca-generate=", "--host-ca-configmap=", "--host-server-name="),
+			HostArgs: chartArgs(t, objs, "DaemonSet", "--tls-signer-name=", "--tls-dns-names=", "--tls-cert-duration="),
+		}
+		for _, a := range signer.ControllerArgs {
+			if v, ok := strings.CutPrefix(a, "--host-server-name="); ok {
+				signer.ServerName = v
+			}
+			if v, ok := strings.CutPrefix(a, "--host-ca-configmap="); ok {
+				signer.CAConfigMap = v
+			}
+		}
+		if len(signer.ControllerArgs) != 7 || len(signer.HostArgs) != 3 {
+			t.Fatalf("the chart's signer arguments: controller %v, host %v", signer.ControllerArgs, signer.HostArgs)
+		}
+		s.UseHostSigner(signer)
 	}
+}
+
+// chartArgs returns the arguments of the first container of the rendered kind (Deployment: the
+// controller; DaemonSet: the host) that start with one of prefixes.
+func chartArgs(t *testing.T, objs []*unstructured.Unstructured, kind string, prefixes ...string) []string {
+	t.Helper()
+	for _, o := range objs {
+		if o.GetKind() != kind {
+			continue
+		}
+		cs, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		if len(cs) == 0 {
+			t.Fatalf("%s %s has no container", kind, o.GetName())
+		}
+		all, _, _ := unstructured.NestedStringSlice(cs[0].(map[string]any), "args")
+		var out []string
+		for _, a := range all {
+			if slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(a, p) }) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	t.Fatalf("the chart renders no %s", kind)
+	return nil
 }
 
 // TestLifecycleWithChartRBAC proves the chart's RBAC sufficient: the whole lifecycle passes with the

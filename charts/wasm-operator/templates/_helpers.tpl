@@ -84,11 +84,27 @@ The Secret holding the hosts' serving certificate (tls.crt, tls.key): made by th
 named by the user.
 */}}
 {{- define "wasm-operator.hostTLSSecret" -}}
-{{- if eq .Values.host.tls.mode "secret" -}}
 {{- required "host.tls.mode secret needs host.tls.secretName: a kubernetes.io/tls Secret in the release namespace" .Values.host.tls.secretName -}}
-{{- else -}}
-{{- include "wasm-operator.fullname" . }}-host-tls
-{{- end -}}
+{{- end }}
+
+{{- /* The controller signs each host's own serving certificate (modes generate and certManager). */}}
+{{- define "wasm-operator.hostSigner" -}}
+{{- has .Values.host.tls.mode (list "generate" "certManager") -}}
+{{- end }}
+
+{{- define "wasm-operator.hostSignerName" -}}
+wasm-operator.dev/{{ .Release.Namespace }}.{{ include "wasm-operator.fullname" . }}-host
+{{- end }}
+
+{{- /* The Secret holding the signer's CA. */}}
+{{- define "wasm-operator.hostCASecret" -}}
+{{- include "wasm-operator.fullname" . }}-host-ca-key
+{{- end }}
+
+{{- /* The host Service's DNS names: the only names of a host certificate, comma-separated. */}}
+{{- define "wasm-operator.hostDNSNames" -}}
+{{- $svc := printf "%s-host" (include "wasm-operator.fullname" .) -}}
+{{- $svc }},{{ $svc }}.{{ .Release.Namespace }},{{ $svc }}.{{ .Release.Namespace }}.svc,{{ $svc }}.{{ .Release.Namespace }}.svc.cluster.local
 {{- end }}
 
 {{/* The init container that gives a cache volume's root to the pods' user (cache.setOwner): fsGroup is
