@@ -36,7 +36,7 @@ type CAKeeper struct {
 	// not watch every Secret's content).
 	Reader client.Reader
 	// Writer creates the Secret (Generate) and writes the ConfigMap.
-	Writer                                 client.Client
+	Writer                               client.Client
 	Namespace, SecretName, ConfigMapName string
 	// Generate makes the CA when its Secret is missing; otherwise the keeper waits for it (cert-manager
 	// issues it).

@@ -62,9 +62,13 @@ func TestReview(t *testing.T) {
 			`requested by "system:serviceaccount:team:editor": only the hosts' ServiceAccount`, 0},
 		{"no node claim", csr(func(c *certv1.CertificateSigningRequest) { c.Spec.Extra = nil }), "names no node", 0},
 		{"two node claims", csr(func(c *certv1.CertificateSigningRequest) { c.Spec.Extra[NodeNameExtra] = []string{"a", "b"} }), "names no node", 0},
-		{"client auth", csr(func(c *certv1.CertificateSigningRequest) { c.Spec.Usages = append(c.Spec.Usages, certv1.UsageClientAuth) }),
+		{"client auth", csr(func(c *certv1.CertificateSigningRequest) {
+			c.Spec.Usages = append(c.Spec.Usages, certv1.UsageClientAuth)
+		}),
 			`usage "client auth" is not for a serving certificate`, 0},
-		{"no server auth", csr(func(c *certv1.CertificateSigningRequest) { c.Spec.Usages = []certv1.KeyUsage{certv1.UsageDigitalSignature} }), "lack \"server auth\"", 0},
+		{"no server auth", csr(func(c *certv1.CertificateSigningRequest) {
+			c.Spec.Usages = []certv1.KeyUsage{certv1.UsageDigitalSignature}
+		}), "lack \"server auth\"", 0},
 		{"a name of the API server", csr(withRequest(ec, &x509.CertificateRequest{DNSNames: []string{"host.ns.svc", "kubernetes.default.svc"}})),
 			`the name "kubernetes.default.svc" is not the host Service's`, 0},
 		{"an IP address", csr(withRequest(ec, &x509.CertificateRequest{DNSNames: []string{"host.ns.svc"}, IPAddresses: []net.IP{net.IPv4(10, 0, 0, 1)}})),
