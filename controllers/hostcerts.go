@@ -27,7 +27,7 @@ type HostSignerOptions struct {
 	// MaxDuration caps the certificates' lifetime.
 	MaxDuration time.Duration
 	// Namespace holds the CA Secret and the bundle ConfigMap.
-	Namespace, CASecret, CABundleConfigMap string
+	Namespace, CASecret, CAHistorySecret, CABundleConfigMap string
 	// GenerateCA makes the CA when its Secret is missing.
 	GenerateCA bool
 }
@@ -46,7 +46,7 @@ func SetupHostSigner(mgr ctrl.Manager, o HostSignerOptions) (*hostcerts.CAKeeper
 		return nil, fmt.Errorf("--host-signer-name needs --host-dns-names (the host Service's names) and --host-ca-secret")
 	}
 	keeper := &hostcerts.CAKeeper{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: o.Namespace,
-		SecretName: o.CASecret, ConfigMapName: o.CABundleConfigMap, Generate: o.GenerateCA,
+		SecretName: o.CASecret, HistorySecretName: o.CAHistorySecret, ConfigMapName: o.CABundleConfigMap, Generate: o.GenerateCA,
 		Labels: map[string]string{"app.kubernetes.io/managed-by": "wasm-operator", "app.kubernetes.io/component": "host"},
 		Log:    mgr.GetLogger().WithName("hostcerts")}
 	s := &hostcerts.Signer{Client: mgr.GetClient(), CA: keeper, Policy: hostcerts.Policy{

@@ -103,7 +103,8 @@ func runController(args []string) int {
 		signerNames   = fs.String("host-dns-names", "", "comma-separated DNS names of the host Service, the only names a host certificate may hold")
 		signerMax     = fs.Duration("host-cert-max-duration", 7*24*time.Hour, "longest lifetime of a host certificate; hosts ask for less (a day) and renew after two thirds of it")
 		caSecret      = fs.String("host-ca-secret", "", "kubernetes.io/tls Secret of --namespace holding the signer's CA (tls.crt, tls.key; ca.crt, the root, for an intermediate CA)")
-		caGenerate    = fs.Bool("host-ca-generate", false, "make the CA and its Secret when --host-ca-secret does not exist (else wait for it: cert-manager issues it)")
+		caHistory     = fs.String("host-ca-history-secret", "", "Secret of --namespace where the signer keeps the CAs it signed with before, while valid, so that certificates they signed stay trusted after the CA is renewed (key ca.crt); empty keeps none")
+		caGenerate    = fs.Bool("host-ca-generate", false, "make the CA and its Secret when --host-ca-secret does not exist, and a new CA 30 days before it expires (else wait for it: cert-manager issues and renews it)")
 		caConfigMap   = fs.String("host-ca-configmap", "", "ConfigMap of --namespace the signer publishes the CA bundle callers trust in (key ca.crt)")
 		maxModule     = source.DefaultMaxBytes
 		cacheMaxBytes int64
@@ -123,7 +124,7 @@ func runController(args []string) int {
 		guard:    source.Guard{DenyPrivateNetworks: *denyPrivate, AllowedHosts: splitList(*allowedHosts), AllowLoopback: *allowLoopback},
 		hostCall: controllers.HostCallOptions{CAFile: *hostCA, ServerName: *hostServer, TokenFile: *hostToken},
 		signer: controllers.HostSignerOptions{SignerName: *signerName, Requester: *signerSA, DNSNames: splitList(*signerNames),
-			MaxDuration: *signerMax, CASecret: *caSecret, GenerateCA: *caGenerate, CABundleConfigMap: *caConfigMap},
+			MaxDuration: *signerMax, CASecret: *caSecret, CAHistorySecret: *caHistory, GenerateCA: *caGenerate, CABundleConfigMap: *caConfigMap},
 	}); err != nil {
 		log.Error(err, "controller stopped")
 		return 1

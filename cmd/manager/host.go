@@ -98,6 +98,11 @@ func runHost(args []string) int {
 		fmt.Fprintln(os.Stderr, "manager host: --tls-signer-name needs --tls-dns-names: the host Service's DNS names, which callers check")
 		return 2
 	}
+	if o.tlsSigner != "" && (o.tlsDuration < hostcerts.MinDuration || o.tlsDuration > hostcerts.MaxDuration) {
+		fmt.Fprintf(os.Stderr, "manager host: --tls-cert-duration %s: want between %s and %s (the API server refuses shorter requests)\n",
+			o.tlsDuration, hostcerts.MinDuration, hostcerts.MaxDuration)
+		return 2
+	}
 	if o.auth && o.tlsCert == "" && o.tlsSigner == "" {
 		fmt.Fprintln(os.Stderr, "manager host: --auth needs a serving certificate (--tls-signer-name, or --tls-cert-file and --tls-key-file): bearer tokens must not cross the network in clear "+
 			"(plain HTTP is only for --auth=false on a loopback --listen address)")

@@ -31,7 +31,10 @@ type CA struct {
 }
 
 // NewCA makes a CA valid for ten years.
-func NewCA(commonName string) (*CA, error) {
+func NewCA(commonName string) (*CA, error) { return NewCAValidFor(commonName, 10*365*24*time.Hour) }
+
+// NewCAValidFor makes a CA valid for d.
+func NewCAValidFor(commonName string, d time.Duration) (*CA, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("make CA key: %w", err)
@@ -40,7 +43,7 @@ func NewCA(commonName string) (*CA, error) {
 		SerialNumber:          serial(),
 		Subject:               pkix.Name{CommonName: commonName},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().AddDate(10, 0, 0),
+		NotAfter:              time.Now().Add(d),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -153,6 +156,9 @@ func (ca *CA) NotAfter() time.Time { return ca.cert.NotAfter }
 // commonName and dnsNames, valid from an hour ago (clock skew) until notAfter, cut to the CA's own
 // expiry. It returns the certificate in PEM, followed by the CA's when the CA is an intermediate.
 func (ca *CA) Sign(pub crypto.PublicKey, commonName string, dnsNames []string, notAfter time.Time) ([]byte, error) {
+	if time.Now().Add(MinLeft).After(ca.cert.NotAfter) {
+		return nil, fmt.Errorf("the CA %q expires at %s: renew or replace it before it signs again", ca.cert.Subject.CommonName, ca.cert.NotAfter.Format(time.RFC3339))
+	}
 	if notAfter.After(ca.cert.NotAfter) {
 		notAfter = ca.cert.NotAfter
 	}
@@ -176,9 +182,14 @@ func (ca *CA) Sign(pub crypto.PublicKey, commonName string, dnsNames []string, n
 	return out, nil
 }
 
-// Bundle returns the PEM certificates callers should trust: cur first, then those of prev (an earlier
-// bundle) that are still valid at now and differ from cur, at most keep in all. Keeping the previous
-// CA while certificates it signed are still served lets a CA be replaced without refused calls.
+// MinLeft is the least validity a CA must have left to sign: a certificate shorter than that would be
+// renewed at once, again and again.
+const MinLeft = 10 * time.Minute
+
+// Bundle returns the PEM CA certificates callers should trust: those of cur, then those of prev (an
+// earlier bundle) that are still valid at now and not in cur, at most keep in all. Certificates that are
+// not CAs are dropped: a bundle never trusts a leaf directly. Keeping the previous CA while certificates
+// it signed are still served lets a CA be renewed without refused calls.
 func Bundle(cur, prev []byte, now time.Time, keep int) []byte {
 	var out []byte
 	seen := map[string]bool{}
@@ -191,7 +202,7 @@ func Bundle(cur, prev []byte, now time.Time, keep int) []byte {
 			if b.Type != "CERTIFICATE" || seen[string(b.Bytes)] {
 				continue
 			}
-			if c, err := x509.ParseCertificate(b.Bytes); err != nil || (i > 0 && now.After(c.NotAfter)) {
+			if c, err := x509.ParseCertificate(b.Bytes); err != nil || !c.IsCA || (i > 0 && now.After(c.NotAfter)) {
 				continue
 			}
 			seen[string(b.Bytes)] = true

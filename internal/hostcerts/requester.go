@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-logr/logr"
 	certv1 "k8s.io/api/certificates/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
@@ -27,6 +28,9 @@ import (
 
 // DefaultDuration is the lifetime a host asks for: a day, renewed after two thirds of it.
 const DefaultDuration = 24 * time.Hour
+
+// MaxDuration is the longest lifetime a host may ask for.
+const MaxDuration = 365 * 24 * time.Hour
 
 // Requester is a host's serving certificate, asked of the signer through a CertificateSigningRequest
 // with a key made in memory, and renewed after two thirds of its life. Until the first one is issued,
@@ -42,6 +46,10 @@ type Requester struct {
 	// Wait is how long one request waits to be signed before it is asked again (default two minutes).
 	Wait time.Duration
 	Log  logr.Logger
+
+	// pending is the request still waiting to be signed, asked again (not anew) at the next attempt, so
+	// that hosts waiting for a signer that is down do not pile up requests. Start's goroutine only.
+	pending *pendingRequest
 
 	mu       sync.Mutex
 	cert     *tls.Certificate // issued; nil until the first
@@ -89,6 +97,14 @@ func (r *Requester) Ready() error {
 	return errors.New(msg)
 }
 
+type pendingRequest struct {
+	name string
+	key  *ecdsa.PrivateKey
+}
+
+// minRenewal is the least time between two requests after a certificate was issued.
+const minRenewal = 30 * time.Second
+
 // Start asks for certificates until ctx ends: at once, then after two thirds of each one's life (with a
 // tenth of jitter, so a thousand hosts started together do not renew together); a failed request is
 // asked again after a backoff of 5 s doubling to 2 min, while a valid certificate keeps serving.
@@ -100,8 +116,7 @@ func (r *Requester) Start(ctx context.Context) error {
 		r.mu.Lock()
 		if err == nil {
 			r.cert, r.notAfter, r.lastErr = cert, notAfter, nil
-			life := time.Until(notAfter)
-			next = life*2/3 - time.Duration(mrand.Int64N(int64(life/10)+1))
+			next = renewIn(time.Until(notAfter))
 			backoff = 5 * time.Second
 		} else {
 			r.lastErr = err
@@ -124,16 +139,74 @@ func (r *Requester) Start(ctx context.Context) error {
 	}
 }
 
-// request makes a key and a CertificateSigningRequest and waits for its certificate.
+// renewIn is when to renew a certificate with life left: after two thirds of it, less up to a tenth
+// (jitter), never sooner than minRenewal.
+func renewIn(life time.Duration) time.Duration {
+	next := life * 2 / 3
+	if life > 0 {
+		next -= time.Duration(mrand.Int64N(int64(life/10) + 1))
+	}
+	return max(next, minRenewal)
+}
+
+// errNotYet is a request not signed within the wait; it is asked again.
+var errNotYet = errors.New("not signed yet")
+
+// request waits for the certificate of the pending request, or makes a key and a new request.
 func (r *Requester) request(ctx context.Context) (*tls.Certificate, time.Time, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csrs := r.Client.CertificatesV1().CertificateSigningRequests()
+	if r.pending == nil {
+		p, err := r.create(ctx)
+		if err != nil {
+			return nil, time.Time{}, err
+		}
+		r.pending = p
+	}
+	p := r.pending
+	wait := r.Wait
+	if wait <= 0 {
+		wait = 2 * time.Minute
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	certPEM, err := awaitCertificate(wctx, csrs, p.name)
+	if err != nil {
+		if !errors.Is(err, errNotYet) {
+			r.pending = nil // denied, failed, deleted: the next attempt asks anew
+		}
+		return nil, time.Time{}, fmt.Errorf("CertificateSigningRequest %s: %w", p.name, err)
+	}
+	r.pending = nil
+	kder, err := x509.MarshalECPrivateKey(p.key)
 	if err != nil {
 		return nil, time.Time{}, err
+	}
+	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("CertificateSigningRequest %s: the issued certificate: %w", p.name, err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	if left := time.Until(leaf.NotAfter); left < minRenewal {
+		return nil, time.Time{}, fmt.Errorf("CertificateSigningRequest %s: the issued certificate expires at %s, %s from now: is the signer's CA about to expire?",
+			p.name, leaf.NotAfter.Format(time.RFC3339), left.Round(time.Second))
+	}
+	pair.Leaf = leaf
+	return &pair, leaf.NotAfter, nil
+}
+
+// create makes a key and a CertificateSigningRequest for it.
+func (r *Requester) create(ctx context.Context) (*pendingRequest, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: CommonName(r.Node)}, DNSNames: r.DNSNames}, key)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	d := r.Duration
 	if d <= 0 {
@@ -145,37 +218,13 @@ func (r *Requester) request(ctx context.Context) (*tls.Certificate, time.Time, e
 			Request:           pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
 			SignerName:        r.SignerName,
 			Usages:            []certv1.KeyUsage{certv1.UsageDigitalSignature, certv1.UsageServerAuth},
-			ExpirationSeconds: ptr.To(int32(d / time.Second)),
+			ExpirationSeconds: ptr.To(int32(min(d, MaxDuration) / time.Second)),
 		},
 	}
-	csrs := r.Client.CertificatesV1().CertificateSigningRequests()
-	if csr, err = csrs.Create(ctx, csr, metav1.CreateOptions{}); err != nil {
-		return nil, time.Time{}, fmt.Errorf("create a CertificateSigningRequest: %w", err)
+	if csr, err = r.Client.CertificatesV1().CertificateSigningRequests().Create(ctx, csr, metav1.CreateOptions{}); err != nil {
+		return nil, fmt.Errorf("create a CertificateSigningRequest: %w", err)
 	}
-	wait := r.Wait
-	if wait <= 0 {
-		wait = 2 * time.Minute
-	}
-	wctx, cancel := context.WithTimeout(ctx, wait)
-	defer cancel()
-	certPEM, err := awaitCertificate(wctx, csrs, csr)
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("CertificateSigningRequest %s: %w", csr.Name, err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	pair, err := tls.X509KeyPair(certPEM, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
-	if err != nil {
-		return nil, time.Time{}, fmt.Errorf("CertificateSigningRequest %s: the issued certificate: %w", csr.Name, err)
-	}
-	leaf, err := x509.ParseCertificate(pair.Certificate[0])
-	if err != nil {
-		return nil, time.Time{}, err
-	}
-	pair.Leaf = leaf
-	return &pair, leaf.NotAfter, nil
+	return &pendingRequest{name: csr.Name, key: key}, nil
 }
 
 type csrClient interface {
@@ -183,8 +232,19 @@ type csrClient interface {
 	Get(context.Context, string, metav1.GetOptions) (*certv1.CertificateSigningRequest, error)
 }
 
-// awaitCertificate watches csr until it holds a certificate, or is denied or failed.
-func awaitCertificate(ctx context.Context, csrs csrClient, csr *certv1.CertificateSigningRequest) ([]byte, error) {
+// awaitCertificate watches the request name until it holds a certificate, or is denied, failed or
+// deleted; errNotYet when ctx ends first.
+func awaitCertificate(ctx context.Context, csrs csrClient, name string) ([]byte, error) {
+	csr, err := csrs.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, errors.New("deleted before it was signed")
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, errNotYet
+		}
+		return nil, fmt.Errorf("read: %w", err)
+	}
 	for {
 		if len(csr.Status.Certificate) > 0 {
 			return csr.Status.Certificate, nil
@@ -194,9 +254,12 @@ func awaitCertificate(ctx context.Context, csrs csrClient, csr *certv1.Certifica
 				return nil, fmt.Errorf("%s by the signer (%s): %s", c.Type, c.Reason, c.Message)
 			}
 		}
-		w, err := csrs.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", csr.Name).String(),
+		w, err := csrs.Watch(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", name).String(),
 			ResourceVersion: csr.ResourceVersion})
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%w (is the controller running, and is it the signer %s?)", errNotYet, csr.Spec.SignerName)
+			}
 			return nil, fmt.Errorf("watch: %w", err)
 		}
 		updated := false
@@ -212,10 +275,13 @@ func awaitCertificate(ctx context.Context, csrs csrClient, csr *certv1.Certifica
 		}
 		w.Stop()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("not signed within the wait (is the controller running, and is it the signer %s?)", csr.Spec.SignerName)
+			return nil, fmt.Errorf("%w (is the controller running, and is it the signer %s?)", errNotYet, csr.Spec.SignerName)
 		}
 		if !updated { // the watch ended (expired version, a restart of the API server): read it again
-			if csr, err = csrs.Get(ctx, csr.Name, metav1.GetOptions{}); err != nil {
+			if csr, err = csrs.Get(ctx, name, metav1.GetOptions{}); err != nil {
+				if apierrors.IsNotFound(err) {
+					return nil, errors.New("deleted before it was signed")
+				}
 				return nil, fmt.Errorf("read: %w", err)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -34,6 +35,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/wasm-operator/wasm-operator/internal/certs"
 	"github.com/wasm-operator/wasm-operator/internal/testenv"
 )
 
@@ -91,7 +93,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	keeper = &CAKeeper{Reader: mgr.GetAPIReader(), Writer: mgr.GetClient(), Namespace: ns, SecretName: "test-host-ca-key",
-		ConfigMapName: "test-host-ca", Generate: true, Interval: time.Second}
+		HistorySecretName: "test-host-ca-history", ConfigMapName: "test-host-ca", Generate: true, Interval: time.Second}
 	if err := (&Signer{Client: mgr.GetClient(), Policy: policy, CA: keeper}).SetupWithManager(mgr); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -260,54 +262,175 @@ func TestRefusedRequests(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, err = awaitCertificate(ctx, csrs, csr)
+		_, err = awaitCertificate(ctx, csrs, csr.Name)
 		if err == nil || !strings.Contains(err.Error(), "Failed") || !strings.Contains(err.Error(), "only the hosts' ServiceAccount") {
 			t.Fatalf("a request approved by hand from the admin: %v, want Failed, not signed", err)
 		}
 	})
 }
 
-// TestBundleKeepsReplacedCA: a CA Secret deleted (to replace the CA) is made again, and the bundle holds
-// the new CA and the old one, so certificates the old one signed are still trusted until renewed.
-func TestBundleKeepsReplacedCA(t *testing.T) {
-	ctx := context.Background()
-	old := bundle(t)
-	r := &Requester{Client: as(t, policy.Requester, "node-c"), SignerName: policy.SignerName, Node: "node-c",
-		DNSNames: policy.DNSNames, Log: testr.New(t)}
-	cert, _, err := r.request(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := admin.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "test-host-ca-key"}}); err != nil {
-		t.Fatal(err)
-	}
+// waitBundle waits until the published bundle holds n CAs.
+func waitBundle(t *testing.T, n int) *x509.CertPool {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		cm := &corev1.ConfigMap{}
-		if err := admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: "test-host-ca"}, cm); err != nil {
+		if err := admin.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "test-host-ca"}, cm); err != nil {
 			t.Fatal(err)
 		}
-		if n := strings.Count(cm.Data[BundleKey], "BEGIN CERTIFICATE"); n >= 2 {
-			break
+		if strings.Count(cm.Data[BundleKey], "BEGIN CERTIFICATE") == n {
+			return bundle(t)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the bundle after the CA was replaced: %s", cm.Data[BundleKey])
+			t.Fatalf("the bundle holds %d CAs, want %d", strings.Count(cm.Data[BundleKey], "BEGIN CERTIFICATE"), n)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	now := bundle(t)
-	if _, err := cert.Leaf.Verify(x509.VerifyOptions{Roots: now, DNSName: policy.DNSNames[0]}); err != nil {
-		t.Fatalf("a certificate of the replaced CA against the new bundle: %v", err)
+}
+
+// TestCARenewal (one test: the steps share the CA): a CA about to expire is replaced by a new one, and
+// one whose Secret is deleted is made again, each time keeping the earlier CAs in the bundle while they
+// are valid, so certificates they signed stay trusted until renewed; the signer never signs with an
+// expired CA.
+func TestCARenewal(t *testing.T) {
+	ctx := context.Background()
+	r := &Requester{Client: as(t, policy.Requester, "node-c"), SignerName: policy.SignerName, Node: "node-c",
+		DNSNames: policy.DNSNames, Log: testr.New(t)}
+	first, _, err := r.request(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
-	newCert, _, err := r.request(ctx)
+	verify := func(c *tls.Certificate, pool *x509.CertPool) error {
+		_, err := c.Leaf.Verify(x509.VerifyOptions{Roots: pool, DNSName: policy.DNSNames[0]})
+		return err
+	}
+
+	// A CA with a day left (less than the 30 days of RotateBefore), as if ten years had passed.
+	short, err := certs.NewCAValidFor("short", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := short.KeyPEM()
+	sec := &corev1.Secret{}
+	if err := admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: "test-host-ca-key"}, sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Data = map[string][]byte{corev1.TLSCertKey: short.PEM, corev1.TLSPrivateKeyKey: key}
+	if err := admin.Update(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	pool := waitBundle(t, 3) // the new CA, the short one, the first
+	if err := verify(first, pool); err != nil {
+		t.Fatalf("a certificate of the first CA after two renewals: %v", err)
+	}
+	second, _, err := r.request(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if second.Leaf.Issuer.CommonName == "short" || verify(second, pool) != nil {
+		t.Fatalf("signed by %q after the short CA was replaced: %v", second.Leaf.Issuer.CommonName, verify(second, pool))
+	}
+
+	// The Secret deleted: a new CA, and the history keeps the others.
+	before := pool
+	if err := admin.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "test-host-ca-key"}}); err != nil {
+		t.Fatal(err)
+	}
+	pool = waitBundle(t, 4)
+	third, _, err := r.request(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var unknown x509.UnknownAuthorityError
-	if _, err := newCert.Leaf.Verify(x509.VerifyOptions{Roots: old, DNSName: policy.DNSNames[0]}); !errors.As(err, &unknown) {
-		t.Fatalf("a certificate of the new CA against the old bundle: %v, want unknown authority (the CA was replaced)", err)
+	if err := verify(third, before); !errors.As(err, &unknown) {
+		t.Fatalf("a certificate of the new CA against the old bundle: %v, want unknown authority", err)
 	}
-	if _, err := newCert.Leaf.Verify(x509.VerifyOptions{Roots: now, DNSName: policy.DNSNames[0]}); err != nil {
+	for i, c := range []*tls.Certificate{first, second, third} {
+		if err := verify(c, pool); err != nil {
+			t.Fatalf("certificate %d against the bundle: %v", i+1, err)
+		}
+	}
+
+	// An expired CA (no Generate to replace it) signs nothing.
+	expired, _ := certs.NewCAValidFor("expired", time.Minute)
+	if _, err := expired.Sign(&first.Leaf.PublicKey, "x", policy.DNSNames, time.Now().Add(time.Hour)); err == nil || !strings.Contains(err.Error(), "renew or replace it") {
+		t.Fatalf("signed with a CA that expires within a minute: %v", err)
+	}
+}
+
+// TestBundleIsNotReadBack: whoever may write the bundle ConfigMap cannot make the controller trust a CA
+// of theirs: the keeper writes the bundle back from its own history, and its pool never had it.
+func TestBundleIsNotReadBack(t *testing.T) {
+	ctx := context.Background()
+	foreign, _ := certs.NewCA("foreign")
+	cm := &corev1.ConfigMap{}
+	if err := admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: "test-host-ca"}, cm); err != nil {
 		t.Fatal(err)
+	}
+	cm.Data[BundleKey] += string(foreign.PEM)
+	if err := admin.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	crt, _, err := foreign.Issue("host", policy.DNSNames, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode(crt)
+	leaf, _ := x509.ParseCertificate(b.Bytes)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := admin.Get(ctx, types.NamespacedName{Namespace: ns, Name: "test-host-ca"}, cm); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(cm.Data[BundleKey], string(foreign.PEM)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the foreign CA stays in the published bundle")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: keeper.Pool(), DNSName: policy.DNSNames[0]}); err == nil {
+		t.Fatal("the controller trusts a certificate of a CA written into the ConfigMap")
+	}
+}
+
+// TestPendingRequestAskedAgain: a host whose request is not signed in time (the signer is down) waits
+// on the same request at its next attempt instead of making another.
+func TestPendingRequestAskedAgain(t *testing.T) {
+	const nobody = "wasm-operator.dev/wasm-system.nobody"
+	r := &Requester{Client: as(t, policy.Requester, "node-d"), SignerName: nobody, Node: "node-d",
+		DNSNames: policy.DNSNames, Wait: 300 * time.Millisecond, Log: testr.New(t)}
+	for range 3 {
+		if _, _, err := r.request(context.Background()); !errors.Is(err, errNotYet) {
+			t.Fatalf("request to a signer nobody runs: %v, want not signed yet", err)
+		}
+	}
+	list, err := kubernetes.NewForConfigOrDie(adminCfg).CertificatesV1().CertificateSigningRequests().List(context.Background(),
+		metav1.ListOptions{FieldSelector: "spec.signerName=" + nobody})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Fatalf("%d requests after three attempts, want 1 asked three times", len(list.Items))
+	}
+}
+
+func TestRenewIn(t *testing.T) {
+	for _, c := range []struct {
+		life     time.Duration
+		min, max time.Duration
+	}{
+		{24 * time.Hour, 24*time.Hour*2/3 - 24*time.Hour/10, 24 * time.Hour * 2 / 3},
+		{time.Minute, 34 * time.Second, 40 * time.Second},
+		{30 * time.Second, minRenewal, minRenewal},
+		{0, minRenewal, minRenewal},
+		{-time.Hour, minRenewal, minRenewal}, // an expired one (the clock): no panic, no spin
+	} {
+		for range 20 {
+			if got := renewIn(c.life); got < c.min || got > c.max {
+				t.Fatalf("renewIn(%s) = %s, want within [%s, %s]", c.life, got, c.min, c.max)
+			}
+		}
 	}
 }

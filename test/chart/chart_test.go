@@ -453,15 +453,16 @@ func checkHostCacheAndTLS(t *testing.T, objs []*unstructured.Unstructured, ds *u
 	dep := find(t, objs, "Deployment", "-controller")
 	for _, a := range []string{"--host-signer-name=wasm-operator.dev/" + ns + "." + release + "-host",
 		"--host-service-account=" + ns + "/" + release + "-host", "--host-dns-names=" + hostDNSNames,
-		"--host-ca-secret=" + release + "-host-ca-key", "--host-ca-generate=true", "--host-ca-configmap=" + release + "-host-ca",
+		"--host-ca-secret=" + release + "-host-ca-key", "--host-ca-history-secret=" + release + "-host-ca-history", "--host-ca-generate=true", "--host-ca-configmap=" + release + "-host-ca",
 		"--host-server-name=" + release + "-host." + ns + ".svc"} {
 		if !slices.Contains(args(t, dep), a) {
 			t.Errorf("controller args %v lack %s", args(t, dep), a)
 		}
 	}
 	role := find(t, objs, "Role", "-controller-host-ca")
-	if got := str(role, "rules"); !strings.Contains(got, "resourceNames:["+release+"-host-ca]") || strings.Contains(got, "delete") {
-		t.Errorf("the controller's CA Role %s: want create, and get and update on the bundle ConfigMap only", got)
+	if got := str(role, "rules"); !strings.Contains(got, "resourceNames:["+release+"-host-ca]") ||
+		!strings.Contains(got, "resourceNames:["+release+"-host-ca-history "+release+"-host-ca-key]") || strings.Contains(got, "delete") {
+		t.Errorf("the controller's CA Role %s: want create, and get and update on the CA Secrets and the bundle ConfigMap only", got)
 	}
 }
 
@@ -487,8 +488,8 @@ func TestHostTLSModes(t *testing.T) {
 	if !slices.Contains(args(t, dep), "--host-ca-generate=false") || !slices.Contains(args(t, dep), "--host-ca-secret="+release+"-host-ca-key") {
 		t.Errorf("controller args %v: want the cert-manager CA, none made", args(t, dep))
 	}
-	if got := str(find(t, objs, "Role", "-controller-host-ca"), "rules"); strings.Contains(got, "secrets") {
-		t.Errorf("with cert-manager the controller creates no Secret, but its Role says %s", got)
+	if got := str(find(t, objs, "Role", "-controller-host-ca"), "rules"); strings.Contains(got, release+"-host-ca-key") {
+		t.Errorf("with cert-manager the controller never writes the CA Secret, but its Role says %s", got)
 	}
 	if lookup(objs, "Secret", "-host") != nil {
 		t.Error("the chart made a key although cert-manager issues the CA")
@@ -545,6 +546,8 @@ func TestBadValues(t *testing.T) {
 		{"host.tls.mode=none", "at '/host/tls/mode'"},
 		{"host.tls.mode=certManager", "host.tls.mode certManager needs host.tls.certManager.issuerRef.name"},
 		{"host.tls.mode=secret", "host.tls.mode secret needs host.tls.secretName"},
+		{"host.serviceAccount.create=false", `the hosts' ServiceAccount "default" is also another's`},
+		{"host.tls.certDuration=1d", "at '/host/tls/certDuration'"},
 		{"host.tokenAudiences=null", "at '/host'"},
 		{"host.compileCache.type=shared", "at '/host/compileCache/type'"},
 		{"controller.sourceDenyPrivateNetworks=sometimes", "at '/controller/sourceDenyPrivateNetworks'"},

@@ -76,7 +76,7 @@ func chartRBAC(edit func(*unstructured.Unstructured)) func(*testing.T, *devstack
 		// The hosts' certificates as the chart has them made: each host asks the controller for its own.
 		signer := devstack.HostSigner{
 			ControllerArgs: chartArgs(t, objs, "Deployment", "--host-signer-name=", "--host-service-account=", "--host-dns-names=",
-				"--host-ca-secret=", "--host-ca-generate=", "--host-ca-configmap=", "--host-server-name="),
+				"--host-ca-secret=", "--host-ca-history-secret=", "--host-ca-generate=", "--host-ca-configmap=", "--host-server-name="),
 			HostArgs: chartArgs(t, objs, "DaemonSet", "--tls-signer-name=", "--tls-dns-names=", "--tls-cert-duration="),
 		}
 		for _, a := range signer.ControllerArgs {
@@ -87,7 +87,7 @@ func chartRBAC(edit func(*unstructured.Unstructured)) func(*testing.T, *devstack
 				signer.CAConfigMap = v
 			}
 		}
-		if len(signer.ControllerArgs) != 7 || len(signer.HostArgs) != 3 {
+		if len(signer.ControllerArgs) != 8 || len(signer.HostArgs) != 3 {
 			t.Fatalf("the chart's signer arguments: controller %v, host %v", signer.ControllerArgs, signer.HostArgs)
 		}
 		s.UseHostSigner(signer)

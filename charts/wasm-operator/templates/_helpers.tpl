@@ -101,6 +101,11 @@ wasm-operator.dev/{{ .Release.Namespace }}.{{ include "wasm-operator.fullname" .
 {{- include "wasm-operator.fullname" . }}-host-ca-key
 {{- end }}
 
+{{- /* The Secret of the CAs the signer used before, while valid. */}}
+{{- define "wasm-operator.hostCAHistorySecret" -}}
+{{- include "wasm-operator.fullname" . }}-host-ca-history
+{{- end }}
+
 {{- /* The host Service's DNS names: the only names of a host certificate, comma-separated. */}}
 {{- define "wasm-operator.hostDNSNames" -}}
 {{- $svc := printf "%s-host" (include "wasm-operator.fullname" .) -}}
