@@ -17,6 +17,9 @@ import (
 // TestMain lets the test binary stand for `manager compile` when an engine starts it as its
 // compiling child.
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(sandboxProbeEnv); dir != "" {
+		os.Exit(sandboxProbe(dir))
+	}
 	if IsCompileChild() {
 		os.Exit(CompileMain(os.Args[1:], os.Stdin, os.Stderr))
 	}

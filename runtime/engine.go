@@ -90,6 +90,7 @@ type Engine struct {
 	limits         CompileLimits
 	compileCommand []string
 	writeDir       string // where compiled code is written; a child process fills it
+	termination    bool   // close-on-context-done, part of a compiled entry's key
 	tempDir        string // removed on Close
 
 	callIDs atomic.Uint64
@@ -127,6 +128,7 @@ func newEngine(ctx context.Context, cfg EngineConfig, child bool) (*Engine, erro
 	// Guests are untrusted: without close-on-context-done an endless loop could never be stopped.
 	// RATIONALE.md, "Why is close-on-context-done always on?", has the measured cost.
 	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(!cfg.withoutTermination)
+	e.termination = !cfg.withoutTermination
 	if cfg.CacheDir != "" || cfg.compiledDir != "" {
 		e.compiledDir = cfg.compiledDir
 		if e.compiledDir == "" {

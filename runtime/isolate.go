@@ -7,23 +7,93 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tetratelabs/wazero"
 )
 
 // compileInChild compiles wasm in a child process (EngineConfig.CompileCommand) into the engine's
 // compiled cache, under CompileLimits.CompileMemory and the compile timeout, so that a module
 // whose compilation would take more memory or time than allowed is stopped for real: the child is
 // killed, not abandoned while it runs on. The caller then compiles in process, from the cache.
+//
+// The child writes into a staging folder of its own, the only one it may write (sandbox), and the
+// entry it wrote moves into the cache only if it is the one entry of this module (its name is a hash
+// of the module and the machine): a compile that misbehaves, through a compiler bug a module found, can
+// neither replace the code of another module, which every host of the cluster would run, nor write
+// anything else.
 func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
+	staging, err := os.MkdirTemp(e.writeDir, stagingPrefix)
+	if err != nil {
+		return fmt.Errorf("create a staging folder for the compile: %w", err)
+	}
+	defer os.RemoveAll(staging)
+	if err := e.runCompileChild(ctx, wasm, staging); err != nil || ctx.Err() != nil {
+		return err
+	}
+	entry := wazero.CompiledEntryPath(wasm, e.termination)
+	if err := checkStaged(staging, entry); err != nil {
+		return fmt.Errorf("%w: the compile process %v; nothing of it is kept", ErrInvalidModule, err)
+	}
+	if err := os.MkdirAll(filepath.Join(e.writeDir, filepath.Dir(entry)), 0o755); err != nil {
+		return err
+	}
+	// Within one folder (file system): the entry appears whole or not at all.
+	return os.Rename(filepath.Join(staging, entry), filepath.Join(e.writeDir, entry))
+}
+
+// stagingPrefix starts the names of compile staging folders in a compiled cache, which readers of the
+// cache skip.
+const stagingPrefix = ".compile-"
+
+// checkStaged checks that the staging folder holds the regular file entry and nothing else.
+func checkStaged(staging, entry string) error {
+	var found []string
+	err := filepath.WalkDir(staging, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(staging, p)
+		switch {
+		case d.IsDir():
+			if rel != "." && rel != filepath.Dir(entry) {
+				found = append(found, rel+"/")
+			}
+		case !d.Type().IsRegular():
+			found = append(found, rel+" (not a regular file)")
+		case rel != entry:
+			found = append(found, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("left what cannot be read: %w", err)
+	}
+	if len(found) > 0 {
+		if len(found) > 4 {
+			found = append(found[:4], "...")
+		}
+		return fmt.Errorf("wrote %s, which is not the entry of this module (%s)", strings.Join(found, ", "), entry)
+	}
+	if fi, err := os.Lstat(filepath.Join(staging, entry)); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("succeeded without writing the entry of this module (%s)", entry)
+	}
+	return nil
+}
+
+// runCompileChild runs the compile process with dir as its compiled cache.
+func (e *Engine) runCompileChild(ctx context.Context, wasm []byte, dir string) error {
 	args := append(e.compileCommand[1:len(e.compileCommand):len(e.compileCommand)],
-		"-cache-dir", e.writeDir,
+		"-cache-dir", dir,
 		"-memory", strconv.FormatInt(e.limits.CompileMemory, 10),
 		"-max-function-bytes", strconv.FormatInt(e.limits.MaxFunctionBytes, 10),
 		"-max-functions", strconv.FormatInt(e.limits.MaxFunctions, 10),
@@ -130,7 +200,12 @@ func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 1
 	}
 	ctx := context.Background()
-	// -cache-dir is the parent's compiled folder itself, where the parent then finds what this compiles.
+	// Nothing but -cache-dir, the parent's staging folder, may be written from here on, and no network
+	// reached: a compiler bug a module exploits gets no further than this process.
+	if err := sandbox(*dir); err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 1
+	}
 	e, err := newEngine(ctx, EngineConfig{compiledDir: *dir, Compile: l, CompileTimeout: 24 * time.Hour}, true) // the parent kills it at its timeout
 	if err != nil {
 		fmt.Fprintln(stderr, err)

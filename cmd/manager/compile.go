@@ -6,6 +6,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	"github.com/wasm-operator/wasm-operator/runtime"
 )
 
@@ -42,4 +44,11 @@ func (c *compileFlags) engineConfig(cacheDir string) (runtime.EngineConfig, erro
 	}
 	return runtime.EngineConfig{CacheDir: cacheDir, Compile: c.limits, CompileTimeout: c.timeout,
 		CompileCommand: []string{exe, "compile"}}, nil
+}
+
+// logSandbox says at start when compile processes cannot be confined on this kernel.
+func logSandbox(log logr.Logger) {
+	if err := runtime.SandboxAvailable(); err != nil {
+		log.Info("compile sandbox: " + err.Error())
+	}
 }

@@ -198,6 +198,7 @@ func controllerMain(ctx context.Context, log logr.Logger, o controllerOptions) e
 		return err
 	}
 	defer eng.Close(context.Background())
+	logSandbox(log)
 	fm, err := source.NewMetrics(metrics.Registry)
 	if err != nil {
 		return fmt.Errorf("register fetch metrics: %w", err)

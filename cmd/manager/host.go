@@ -142,6 +142,7 @@ func hostMain(ctx context.Context, log logr.Logger, o hostOptions) error {
 		return err
 	}
 	defer eng.Close(context.Background())
+	logSandbox(log)
 	hm, err := hostapi.NewMetrics(metrics.Registry)
 	if err != nil {
 		return fmt.Errorf("register host metrics: %w", err)
