@@ -86,8 +86,8 @@ func stopHosts(ctx context.Context, c client.Client, ns, name string, every time
 	}
 }
 
-// waitNoneReady waits until no WasmPlugin in the cluster has Ready=True, returning those that still do
-// when ctx ends first.
+// waitNoneReady waits until no WasmPlugin in the cluster counts a host (readyPlugins), returning those
+// that still do when ctx ends first.
 func waitNoneReady(ctx context.Context, c client.Client, every time.Duration) ([]string, error) {
 	for {
 		ready, err := readyPlugins(ctx, c)
@@ -105,8 +105,11 @@ func waitNoneReady(ctx context.Context, c client.Client, every time.Duration) ([
 	}
 }
 
-// readyPlugins lists the plugins that read Ready, a page at a time (a cluster may hold thousands), keeping
-// at most 20 names.
+// readyPlugins lists the plugins whose status still counts a host: Ready, or not Ready because hosts are
+// loading or failing it (WaitingForNodes, NodesFailed), a page at a time (a cluster may hold thousands),
+// keeping at most 20 names. Once the hosts are gone the controller sets those to NoHosts; a status that
+// went from Ready to WaitingForNodes while a host cleared its report and had not yet released its Lease
+// is not yet what the plugin will read after the uninstall.
 func readyPlugins(ctx context.Context, c client.Client) ([]string, error) {
 	var ready []string
 	opts := []client.ListOption{client.Limit(500)}
@@ -116,7 +119,7 @@ func readyPlugins(ctx context.Context, c client.Client) ([]string, error) {
 			return ready, err
 		}
 		for _, p := range list.Items {
-			if meta.IsStatusConditionTrue(p.Status.Conditions, wasmv1.ConditionReady) && len(ready) < 20 {
+			if countsHosts(p.Status.Conditions) && len(ready) < 20 {
 				ready = append(ready, p.Namespace+"/"+p.Name)
 			}
 		}
@@ -125,4 +128,10 @@ func readyPlugins(ctx context.Context, c client.Client) ([]string, error) {
 		}
 		opts = []client.ListOption{client.Limit(500), client.Continue(list.Continue)}
 	}
+}
+
+// countsHosts reports whether a plugin's Ready condition depends on live hosts.
+func countsHosts(conds []metav1.Condition) bool {
+	c := meta.FindStatusCondition(conds, wasmv1.ConditionReady)
+	return c != nil && (c.Status == metav1.ConditionTrue || c.Reason == wasmv1.ReasonWaitingForNodes || c.Reason == wasmv1.ReasonNodesFailed)
 }

@@ -15,9 +15,9 @@ import (
 	wasmv1 "github.com/wasm-operator/wasm-operator/api/v1alpha1"
 )
 
-func plugin(name string, ready metav1.ConditionStatus) *wasmv1.WasmPlugin {
+func plugin(name string, ready metav1.ConditionStatus, reason string) *wasmv1.WasmPlugin {
 	return &wasmv1.WasmPlugin{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name},
-		Status: wasmv1.WasmPluginStatus{Conditions: []metav1.Condition{{Type: wasmv1.ConditionReady, Status: ready, Reason: "R",
+		Status: wasmv1.WasmPluginStatus{Conditions: []metav1.Condition{{Type: wasmv1.ConditionReady, Status: ready, Reason: reason,
 			LastTransitionTime: metav1.Now()}}}}
 }
 
@@ -27,7 +27,8 @@ func TestUninstallSteps(t *testing.T) {
 	ctx := context.Background()
 	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Namespace: "ops", Name: "wasm-operator-host"}}
 	c := fake.NewClientBuilder().WithScheme(newScheme()).WithObjects(ds).
-		WithStatusSubresource(&wasmv1.WasmPlugin{}).WithObjects(plugin("up", metav1.ConditionTrue), plugin("down", metav1.ConditionFalse)).Build()
+		WithStatusSubresource(&wasmv1.WasmPlugin{}).WithObjects(plugin("up", metav1.ConditionTrue, wasmv1.ReasonSucceeded),
+		plugin("down", metav1.ConditionFalse, wasmv1.ReasonNoHosts), plugin("stalled", metav1.ConditionFalse, wasmv1.ReasonInvalidModule)).Build()
 	if err := stopHosts(ctx, c, "ops", "wasm-operator-host", time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
@@ -44,15 +45,25 @@ func TestUninstallSteps(t *testing.T) {
 	if err == nil || strings.Join(ready, ",") != "default/up" {
 		t.Fatalf("waitNoneReady with a Ready plugin = %v, %v; want its name at the deadline", ready, err)
 	}
-	up := plugin("up", metav1.ConditionFalse)
-	var cur wasmv1.WasmPlugin
-	if err := c.Get(ctx, client.ObjectKeyFromObject(up), &cur); err != nil {
-		t.Fatal(err)
+	// Not Ready, but a host has only cleared its report (its Lease is still there): not done yet.
+	setStatus := func(p *wasmv1.WasmPlugin) {
+		t.Helper()
+		var cur wasmv1.WasmPlugin
+		if err := c.Get(ctx, client.ObjectKeyFromObject(p), &cur); err != nil {
+			t.Fatal(err)
+		}
+		cur.Status = p.Status
+		if err := c.Status().Update(ctx, &cur); err != nil {
+			t.Fatal(err)
+		}
 	}
-	cur.Status = up.Status
-	if err := c.Status().Update(ctx, &cur); err != nil {
-		t.Fatal(err)
+	setStatus(plugin("up", metav1.ConditionFalse, wasmv1.ReasonWaitingForNodes))
+	short2, cancel2 := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel2()
+	if ready, err := waitNoneReady(short2, c, time.Millisecond); err == nil || strings.Join(ready, ",") != "default/up" {
+		t.Fatalf("waitNoneReady with a plugin WaitingForNodes = %v, %v; want its name at the deadline", ready, err)
 	}
+	setStatus(plugin("up", metav1.ConditionFalse, wasmv1.ReasonNoHosts))
 	if ready, err := waitNoneReady(ctx, c, time.Millisecond); err != nil || len(ready) != 0 {
 		t.Fatalf("waitNoneReady with none Ready = %v, %v", ready, err)
 	}
