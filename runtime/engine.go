@@ -64,9 +64,10 @@ type EngineConfig struct {
 	// CompileCommand, when set, is the command of a child process that compiles each module first
 	// (the program and its first arguments, such as the manager's own path and "compile"; it must
 	// run CompileMain), under Compile.CompileMemory and CompileTimeout, killed when it goes over
-	// either. The engine then loads the compiled code from the cache the child filled, in a
-	// temporary folder when CacheDir is empty. Empty compiles in process, where neither bound can
-	// stop a compile that has started.
+	// either, and confined (no file, no TCP, no signal). Its success is only a bound: the engine then
+	// compiles the module itself and alone writes the compiled cache (in a temporary folder when
+	// CacheDir is empty). Empty compiles in process only, where neither bound can stop a compile that
+	// has started.
 	CompileCommand []string
 
 	// withoutTermination turns close-on-context-done off, so that a benchmark can show its cost.
@@ -90,7 +91,6 @@ type Engine struct {
 	limits         CompileLimits
 	compileCommand []string
 	writeDir       string // where compiled code is written; a child process fills it
-	termination    bool   // close-on-context-done, part of a compiled entry's key
 	tempDir        string // removed on Close
 
 	callIDs atomic.Uint64
@@ -128,7 +128,6 @@ func newEngine(ctx context.Context, cfg EngineConfig, child bool) (*Engine, erro
 	// Guests are untrusted: without close-on-context-done an endless loop could never be stopped.
 	// RATIONALE.md, "Why is close-on-context-done always on?", has the measured cost.
 	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(!cfg.withoutTermination)
-	e.termination = !cfg.withoutTermination
 	if cfg.CacheDir != "" || cfg.compiledDir != "" {
 		e.compiledDir = cfg.compiledDir
 		if e.compiledDir == "" {
@@ -309,7 +308,8 @@ func (e *Engine) compile(ctx context.Context, wasm []byte) (wazero.CompiledModul
 			<-e.sem
 			return nil, ModuleInfo{}, fmt.Errorf("compile module: %w", err)
 		}
-		// What follows reads the compiled code from the cache the child filled.
+		// The child proved the compile fits the limits; what follows compiles it here, and fills the
+		// cache, from nothing the child made.
 	}
 	type result struct {
 		cm  wazero.CompiledModule

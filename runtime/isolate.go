@@ -7,93 +7,25 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime/debug"
 	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/tetratelabs/wazero"
 )
 
-// compileInChild compiles wasm in a child process (EngineConfig.CompileCommand) into the engine's
-// compiled cache, under CompileLimits.CompileMemory and the compile timeout, so that a module
-// whose compilation would take more memory or time than allowed is stopped for real: the child is
-// killed, not abandoned while it runs on. The caller then compiles in process, from the cache.
-//
-// The child writes into a staging folder of its own, the only one it may write (sandbox), and the
-// entry it wrote moves into the cache only if it is the one entry of this module (its name is a hash
-// of the module and the machine): a compile that misbehaves, through a compiler bug a module found, can
-// neither replace the code of another module, which every host of the cluster would run, nor write
-// anything else.
+// compileInChild compiles wasm in a child process (EngineConfig.CompileCommand), under
+// CompileLimits.CompileMemory and the compile timeout, so that a module whose compilation would take
+// more memory or time than allowed is stopped for real: the child is killed, not abandoned while it runs
+// on. The child's word is only that: the caller then compiles the module itself, in process, and writes
+// the compiled cache; nothing the child made is used. The child confines itself (sandbox) before it
+// decodes the module, so a compiler bug a module finds there can write no file (no cache entry, which
+// every host would run as native code), read none, reach no TCP port and signal no process.
 func (e *Engine) compileInChild(ctx context.Context, wasm []byte) error {
-	staging, err := os.MkdirTemp(e.writeDir, stagingPrefix)
-	if err != nil {
-		return fmt.Errorf("create a staging folder for the compile: %w", err)
-	}
-	defer os.RemoveAll(staging)
-	if err := e.runCompileChild(ctx, wasm, staging); err != nil || ctx.Err() != nil {
-		return err
-	}
-	entry := wazero.CompiledEntryPath(wasm, e.termination)
-	if err := checkStaged(staging, entry); err != nil {
-		return fmt.Errorf("%w: the compile process %v; nothing of it is kept", ErrInvalidModule, err)
-	}
-	if err := os.MkdirAll(filepath.Join(e.writeDir, filepath.Dir(entry)), 0o755); err != nil {
-		return err
-	}
-	// Within one folder (file system): the entry appears whole or not at all.
-	return os.Rename(filepath.Join(staging, entry), filepath.Join(e.writeDir, entry))
-}
-
-// stagingPrefix starts the names of compile staging folders in a compiled cache, which readers of the
-// cache skip.
-const stagingPrefix = ".compile-"
-
-// checkStaged checks that the staging folder holds the regular file entry and nothing else.
-func checkStaged(staging, entry string) error {
-	var found []string
-	err := filepath.WalkDir(staging, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(staging, p)
-		switch {
-		case d.IsDir():
-			if rel != "." && rel != filepath.Dir(entry) {
-				found = append(found, rel+"/")
-			}
-		case !d.Type().IsRegular():
-			found = append(found, rel+" (not a regular file)")
-		case rel != entry:
-			found = append(found, rel)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("left what cannot be read: %w", err)
-	}
-	if len(found) > 0 {
-		if len(found) > 4 {
-			found = append(found[:4], "...")
-		}
-		return fmt.Errorf("wrote %s, which is not the entry of this module (%s)", strings.Join(found, ", "), entry)
-	}
-	if fi, err := os.Lstat(filepath.Join(staging, entry)); err != nil || !fi.Mode().IsRegular() {
-		return fmt.Errorf("succeeded without writing the entry of this module (%s)", entry)
-	}
-	return nil
-}
-
-// runCompileChild runs the compile process with dir as its compiled cache.
-func (e *Engine) runCompileChild(ctx context.Context, wasm []byte, dir string) error {
 	args := append(e.compileCommand[1:len(e.compileCommand):len(e.compileCommand)],
-		"-cache-dir", dir,
 		"-memory", strconv.FormatInt(e.limits.CompileMemory, 10),
 		"-max-function-bytes", strconv.FormatInt(e.limits.MaxFunctionBytes, 10),
 		"-max-functions", strconv.FormatInt(e.limits.MaxFunctions, 10),
@@ -105,7 +37,12 @@ func (e *Engine) runCompileChild(ctx context.Context, wasm []byte, dir string) e
 	// Nothing of the parent's environment (a Redis password, credentials): the child needs none of it.
 	cmd.Env = []string{compileChildEnv + "=1"}
 	cmd.WaitDelay = time.Second
+	// Its own process group, killed whole once it ends: nothing it started outlives it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	err := cmd.Run()
+	if cmd.Process != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if err == nil {
 		return nil
 	}
@@ -170,19 +107,18 @@ const compileChildEnv = "WASM_OPERATOR_COMPILE_CHILD"
 func IsCompileChild() bool { return os.Getenv(compileChildEnv) == "1" }
 
 // CompileMain is the compiling child process: it limits its own memory, reads a module from
-// stdin, compiles it into the cache folder given with -cache-dir and exits. It returns the exit
+// stdin, confines itself, compiles the module in memory and exits. It returns the exit
 // code. An Engine runs it through EngineConfig.CompileCommand; `manager compile` is that command.
 func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 	fs := flag.NewFlagSet("compile", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("cache-dir", "", "the compiled cache folder to fill (required)")
 	var l CompileLimits
 	fs.Int64Var(&l.CompileMemory, "memory", DefaultCompileMemory, "the process's data limit in bytes")
 	fs.Int64Var(&l.MaxFunctionBytes, "max-function-bytes", DefaultMaxFunctionBytes, "largest function body")
 	fs.Int64Var(&l.MaxFunctions, "max-functions", DefaultMaxFunctions, "most functions")
 	fs.Int64Var(&l.MaxLocals, "max-locals", DefaultMaxLocals, "most locals of one function")
-	if err := fs.Parse(args); err != nil || *dir == "" {
-		fmt.Fprintln(stderr, "usage: compile -cache-dir DIR [-memory BYTES] < module.wasm")
+	if err := fs.Parse(args); err != nil {
+		fmt.Fprintln(stderr, "usage: compile [-memory BYTES] < module.wasm")
 		return 2
 	}
 	if l.CompileMemory > 0 {
@@ -200,13 +136,14 @@ func CompileMain(args []string, stdin io.Reader, stderr io.Writer) int {
 		return 1
 	}
 	ctx := context.Background()
-	// Nothing but -cache-dir, the parent's staging folder, may be written from here on, and no network
-	// reached: a compiler bug a module exploits gets no further than this process.
-	if err := sandbox(*dir); err != nil {
+	// From here on no file, no TCP port, no other process: a compiler bug a module exploits gets no
+	// further than this process, whose only output is its exit code and its error text.
+	if err := sandbox(); err != nil {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}
-	e, err := newEngine(ctx, EngineConfig{compiledDir: *dir, Compile: l, CompileTimeout: 24 * time.Hour}, true) // the parent kills it at its timeout
+	// In memory: the parent compiles again, itself, what this proves can be compiled within the limits.
+	e, err := newEngine(ctx, EngineConfig{Compile: l, CompileTimeout: 24 * time.Hour}, true) // the parent kills it at its timeout
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

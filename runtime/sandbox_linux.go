@@ -9,14 +9,15 @@ import (
 	llsyscall "github.com/landlock-lsm/go-landlock/landlock/syscall"
 )
 
-// sandbox confines this process with Landlock: it may read every file, write only under dir, and
-// neither bind nor connect TCP sockets. Where the kernel has no Landlock (before 5.13, or a seccomp
-// profile that refuses its calls) the compile runs unconfined, checked all the same by the parent
-// (checkStaged); SandboxAvailable says which.
-func sandbox(dir string) error {
-	err := landlock.V5.BestEffort().Restrict(landlock.RODirs("/"), landlock.RWDirs(dir))
+// sandbox confines this process with Landlock, as far as the kernel's Landlock goes (best effort,
+// newest rules first): it opens no file, binds and connects no TCP socket, signals no process outside
+// itself and reaches no abstract unix socket; files it has open (stdin, stderr) it keeps. Where the
+// kernel or its seccomp profile refuses Landlock altogether the compile runs unconfined, as
+// SandboxAvailable reports at start.
+func sandbox() error {
+	err := landlock.V11.BestEffort().Restrict()
 	if err != nil && (errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EOPNOTSUPP)) {
-		return nil // no Landlock here: SandboxAvailable reports it
+		return nil // refused by a seccomp profile: SandboxAvailable reports it
 	}
 	if err != nil {
 		return fmt.Errorf("confine the compile process: %w", err)
@@ -24,15 +25,18 @@ func sandbox(dir string) error {
 	return nil
 }
 
-// SandboxAvailable is nil when compile processes are confined (Landlock with file system and network
-// rules, kernel 6.7 or later), else why not; a program logs it at start.
+// SandboxAvailable is nil when compile processes are fully confined (Landlock ABI 6, kernel 6.12, or
+// later: files, TCP, signals), else how far they are.
 func SandboxAvailable() error {
 	abi, err := llsyscall.LandlockGetABIVersion()
 	switch {
 	case err != nil:
-		return fmt.Errorf("compile processes run unconfined: this kernel or its seccomp profile offers no Landlock (%v); what they write is checked all the same", err)
+		return fmt.Errorf("compile processes run unconfined: this kernel or its seccomp profile offers no Landlock (%v); "+
+			"a compiler bug a module finds could write the compiled cache", err)
 	case abi < 4:
-		return fmt.Errorf("compile processes are confined for files only: this kernel's Landlock (ABI %d) has no network rules (6.7 or later does)", abi)
+		return fmt.Errorf("compile processes are confined for files only: this kernel's Landlock (ABI %d) has no network rules (kernel 6.7)", abi)
+	case abi < 6:
+		return fmt.Errorf("compile processes are confined for files and TCP: this kernel's Landlock (ABI %d) does not scope signals (kernel 6.12)", abi)
 	}
 	return nil
 }

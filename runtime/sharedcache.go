@@ -6,7 +6,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // seedCompiled links into the node-local compiled cache (local) the entries of the shared one (shared,
@@ -28,9 +27,6 @@ func seedDir(shared, local string, depth int) error {
 	}
 	var errs []error
 	for _, de := range des {
-		if strings.HasPrefix(de.Name(), stagingPrefix) {
-			continue // a compile in progress on the controller
-		}
 		if de.IsDir() && depth > 0 {
 			sub := filepath.Join(local, de.Name())
 			if err := os.MkdirAll(sub, 0o755); err != nil {

@@ -350,7 +350,3 @@ func readUint64(reader io.Reader, b *[8]byte) (uint64, error) {
 	ret := binary.LittleEndian.Uint64(s)
 	return ret, nil
 }
-
-// FileCacheKey is the key of m's compiled code in a file cache, for callers that let another process
-// fill a cache and check what it wrote.
-func FileCacheKey(m *wasm.Module) filecache.Key { return fileCacheKey(m) }
