@@ -229,6 +229,13 @@ spec:
   config: {greeting: Hello}
 `, httpBase))
 	k.Kubectl(t, "wait", "wasmplugin", "--all", "-A", "--for=condition=Ready", "--timeout=3m")
+	// The modules were compiled in a child confined by Landlock under containerd's default seccomp
+	// profile: the manager says at start when it cannot confine them.
+	for _, c := range []string{"deploy/" + release + "-controller", "daemonset/" + release + "-host"} {
+		if logs := k.Kubectl(t, "logs", "-n", namespace, c); strings.Contains(logs, "compile sandbox:") {
+			t.Errorf("%s compiles unconfined in the cluster:\n%s", c, grepLines(logs, "compile sandbox:"))
+		}
+	}
 
 	step("calls")
 	// What a caller trusts, from the chart's ConfigMap (docs/calling-plugins.md copies it likewise).
@@ -404,4 +411,15 @@ func objects(manifest string) []object {
 		}
 	}
 	return out
+}
+
+// grepLines returns the lines of s containing substr.
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
