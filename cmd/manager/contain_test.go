@@ -58,9 +58,11 @@ func hostileModules() []struct {
 			run(wb.Body(blocks, wb.I32Const(0)), nil, nil), []string{"--compile-max-function-size", "8Mi", "--compile-memory", "128Mi"}},
 		{"compile-bomb-slow", "after 300ms compiling (the compile process was killed); the limit is --compile-timeout",
 			run(wb.Body(blocks, wb.I32Const(0)), nil, nil), []string{"--compile-max-function-size", "8Mi", "--compile-timeout", "300ms", "--compile-memory", "1Gi"}},
-		// An endless recursion traps when wazero's call stack reaches its ceiling (not charged to the budget).
+		// An endless recursion traps when wazero's call stack reaches its ceiling (not charged to the budget),
+		// within about a second on an idle machine: a longer timeout than the others', so that a busy
+		// one reaches the ceiling before the deadline (1s was passed in CI).
 		{"recursion", "stack overflow", (&wb.Module{Types: []wb.FuncType{i32}, Funcs: []wb.Func{{Body: wb.Body(wb.Call(0))}},
-			Exports: []wb.Export{{Name: "run", Kind: wb.ExportFunc}}}).Bytes(), nil},
+			Exports: []wb.Export{{Name: "run", Kind: wb.ExportFunc}}}).Bytes(), []string{"--timeout", "6s"}},
 	}
 }
 
