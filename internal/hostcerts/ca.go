@@ -96,6 +96,19 @@ func (k *CAKeeper) Current(ctx context.Context) (*certs.CA, error) {
 	return ca, nil
 }
 
+// Signing returns the CA to sign with: the one last read (Start reads it every Interval, and publishes
+// the bundle then) while it has more than an hour left, else the Secret's read now (Current). A signing
+// costs no API call: a thousand hosts renewing together cost none beyond their requests.
+func (k *CAKeeper) Signing(ctx context.Context) (*certs.CA, error) {
+	k.mu.Lock()
+	ca := k.ca
+	k.mu.Unlock()
+	if ca != nil && time.Until(ca.NotAfter()) > time.Hour {
+		return ca, nil
+	}
+	return k.Current(ctx)
+}
+
 func (k *CAKeeper) rotateBefore() time.Duration {
 	if k.RotateBefore > 0 {
 		return k.RotateBefore

@@ -66,7 +66,7 @@ func (s *Signer) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, 
 			Message: "approved, but not signed: " + rerr.Error(), LastUpdateTime: metav1.Now()})
 		return ctrl.Result{}, client.IgnoreNotFound(s.Client.Status().Update(ctx, csr))
 	}
-	ca, err := s.CA.Current(ctx)
+	ca, err := s.CA.Signing(ctx)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
