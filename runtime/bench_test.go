@@ -179,7 +179,7 @@ func benchCompile(b *testing.B, wasm []byte) {
 		m.Close(ctx)
 		e.Close(ctx)
 	}
-	b.Run("cold", func(b *testing.B) {
+	cold := func(b *testing.B) {
 		root := b.TempDir()
 		b.ReportAllocs()
 		n := 0
@@ -187,19 +187,14 @@ func benchCompile(b *testing.B, wasm []byte) {
 			n++
 			compile(b, filepath.Join(root, itoa(n)))
 		}
-	})
+	}
+	b.Run("cold", cold)
 	// As the manager compiles: first in a confined child process, which proves it fits the bounds, then
 	// again in process, which alone writes the cache.
 	b.Run("cold-bounded", func(b *testing.B) {
 		command = []string{os.Args[0]}
 		defer func() { command = nil }()
-		root := b.TempDir()
-		b.ReportAllocs()
-		n := 0
-		for b.Loop() {
-			n++
-			compile(b, filepath.Join(root, itoa(n)))
-		}
+		cold(b)
 	})
 	b.Run("warm", func(b *testing.B) {
 		dir := b.TempDir()
